@@ -1,0 +1,351 @@
+"""Map-style image datasets: every sample is ``(float CHW image tensor, int label)``.
+
+All datasets share :class:`ImageDataset`: ``read_image(index)`` gives the stored uint8 ``[C, H, W]``
+pixels, ``sample(index, generator)`` applies the transform with an explicit random generator (the
+loader seeds one per stream position), and ``select(indices)`` makes a smaller dataset of the same
+kind. They expose ``targets`` (int64 numpy array), ``num_classes``, ``in_channels``, ``image_size``
+and ``classes``.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from . import transforms as T
+from .decode import decode_image_file
+from .idx_format import read_idx
+from .subset import stratified_subset_indices
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+SPLITS = ("train", "test")
+DATASET_NAMES = ("cifar10_folder", "cifar10", "cifar100", "fashion_mnist", "digits")
+
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                         "Sneaker", "Bag", "Ankle boot")
+DEFAULT_FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
+
+
+class ImageDataset(Dataset):
+    """Base class. Subclasses set ``targets``, ``classes``, ``in_channels`` and implement
+    ``read_image`` and ``_take`` (keep only some rows)."""
+
+    targets: np.ndarray
+    classes: list[str]
+    in_channels: int
+    transform = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_size(self):
+        """Side of the stored images (``(height, width)`` if they are not square). Image folders
+        report their first image's size: for trees of mixed sizes the transform decides."""
+        if getattr(self, "_image_size", None) is None:
+            height, width = self.read_image(0).shape[-2:]
+            self._image_size = height if height == width else (height, width)
+        return self._image_size
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def read_image(self, index: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sample(self, index: int, generator: Optional[torch.Generator] = None):
+        """``(transformed image, label)``; randomness from ``generator`` (global RNG if None)."""
+        image = T.apply_transform(self.transform, self.read_image(index), generator)
+        return image, int(self.targets[index])
+
+    def __getitem__(self, index: int):
+        return self.sample(index)
+
+    def select(self, indices) -> "ImageDataset":
+        """A dataset of the same kind holding rows ``indices`` (in that order) of this one; classes,
+        ``num_classes`` and the transform are kept."""
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if len(indices) and (indices.min() < 0 or indices.max() >= len(self)):
+            bad = indices[(indices < 0) | (indices >= len(self))][0]
+            raise IndexError(f"select: index {bad} is out of range for a dataset of {len(self)}")
+        chosen = copy.copy(self)
+        chosen._take(indices)
+        return chosen
+
+    def stratified_subset(self, n: int, seed: int = 0) -> "ImageDataset":
+        """``n`` samples with this dataset's class proportions, see
+        :func:`pada_fast.data.subset.stratified_subset_indices`."""
+        return self.select(stratified_subset_indices(self.targets, n, seed))
+
+    def _take(self, indices: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def __repr__(self):
+        return (f"{type(self).__name__}({len(self)} samples, {self.num_classes} classes, "
+                f"transform={self.transform!r})")
+
+
+class ImageFolderDataset(ImageDataset):
+    """Images stored as ``root/<class>/<file>.(jpg|jpeg|png)``; classes are the sorted folder names,
+    files are sorted by name within a class.
+
+    Hidden entries (names starting with '.') are ignored; any other file that is not an image is an
+    error rather than silently skipped, so no sample goes missing unnoticed. Decoding happens on
+    access: a corrupt file raises a ValueError naming it when read (``verify()`` reads them all).
+
+    ``limit_per_class`` keeps the first k files of each class; ``subset`` then keeps a class-
+    stratified random subset of that size chosen with ``seed``.
+    """
+
+    def __init__(self, root: str | os.PathLike, transform=None, *, channels: int = 3,
+                 limit_per_class: Optional[int] = None, subset: Optional[int] = None,
+                 seed: int = 0, extensions: Sequence[str] = IMAGE_EXTENSIONS):
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
+        self.root = os.fspath(root)
+        self.transform = transform
+        self.in_channels = channels
+        self.classes, self.paths, targets = _scan_image_folder(
+            self.root, tuple(e.lower() for e in extensions), limit_per_class)
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+        self.targets = np.asarray(targets, dtype=np.int64)
+        if subset is not None:
+            self._take(stratified_subset_indices(self.targets, subset, seed))
+
+    def _take(self, indices: np.ndarray) -> None:
+        self.paths = [self.paths[i] for i in indices]
+        self.targets = self.targets[indices]
+
+    def read_image(self, index: int) -> torch.Tensor:
+        path = self.paths[index]
+        try:
+            return decode_image_file(path, self.in_channels)
+        except (RuntimeError, OSError, ValueError) as err:
+            raise ValueError(f"cannot read image {path} (dataset index {index}): {err}. Replace or "
+                             "remove the file (run ImageFolderDataset.verify() to list every "
+                             "unreadable one)") from err
+
+    def verify(self, indices: Optional[Sequence[int]] = None) -> None:
+        """Decode every image (or those at ``indices``); raise one error listing all failures."""
+        failures = []
+        for i in (range(len(self)) if indices is None else indices):
+            try:
+                self.read_image(i)
+            except ValueError as err:
+                failures.append(str(err.__cause__ or err) + f" ({self.paths[i]})")
+        if failures:
+            listing = "\n  ".join(failures[:20])
+            more = f"\n  ... and {len(failures) - 20} more" if len(failures) > 20 else ""
+            raise ValueError(f"{len(failures)} unreadable image(s) under {self.root}:\n  "
+                             f"{listing}{more}")
+
+
+def _scan_image_folder(root: str, extensions: tuple[str, ...], limit_per_class: Optional[int]):
+    if not os.path.exists(root):
+        raise FileNotFoundError(f"image folder {root} does not exist; expected a tree "
+                                "root/<class>/<image>.jpg (for CIFAR-10 JPEGs pass the train/ or "
+                                "test/ directory)")
+    if not os.path.isdir(root):
+        raise NotADirectoryError(f"image folder root {root} is a file, not a directory of class "
+                                 "folders")
+    if limit_per_class is not None and limit_per_class < 1:
+        raise ValueError(f"limit_per_class must be >= 1, got {limit_per_class}")
+    with os.scandir(root) as entries:
+        classes = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        raise ValueError(f"no class folders in {root}; expected root/<class>/<image>.jpg "
+                         "(images directly under root are not supported: put them in one "
+                         "folder per class)")
+    paths, targets, foreign = [], [], []
+    for label, name in enumerate(classes):
+        folder = os.path.join(root, name)
+        with os.scandir(folder) as entries:
+            names = sorted(e.name for e in entries if not e.name.startswith("."))
+        images = [n for n in names if n.lower().endswith(extensions)]
+        foreign.extend(os.path.join(folder, n) for n in names if not n.lower().endswith(extensions))
+        if not images:
+            raise ValueError(f"class folder {folder} (class '{name}') holds no images with "
+                             f"extensions {', '.join(extensions)}; add images or remove the folder")
+        if limit_per_class is not None:
+            images = images[:limit_per_class]
+        paths.extend(os.path.join(folder, n) for n in images)
+        targets.extend([label] * len(images))
+    if foreign:
+        listing = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5
+                                            else "")
+        raise ValueError(f"{len(foreign)} non-image file(s) in the class folders of {root}: "
+                         f"{listing}. Move them out of the tree, or pass extensions=... if they "
+                         "are images")
+    return classes, paths, targets
+
+
+class ArrayDataset(ImageDataset):
+    """In-memory images: uint8 numpy ``[N, H, W, C]`` or ``[N, H, W]`` (grey) and N integer labels."""
+
+    def __init__(self, images: np.ndarray, labels, transform=None, *,
+                 classes: Optional[Sequence[str]] = None):
+        images = np.asarray(images)
+        labels = np.asarray(labels)
+        if images.dtype != np.uint8:
+            raise TypeError(f"ArrayDataset wants uint8 pixels 0..255, got {images.dtype}; scale and "
+                            "convert first (e.g. np.rint(x * 255).astype(np.uint8))")
+        if images.ndim == 3:
+            images = images[..., None]
+        if images.ndim != 4:
+            raise ValueError(f"images must be [N, H, W] or [N, H, W, C], got shape {images.shape}")
+        if labels.ndim != 1 or len(labels) != len(images):
+            raise ValueError(f"need one label per image: {len(images)} images but labels have shape "
+                             f"{labels.shape}")
+        if len(images) == 0:
+            raise ValueError("ArrayDataset needs at least one image")
+        if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+            raise ValueError(f"labels must be non-negative integers, got dtype {labels.dtype} and "
+                             f"minimum {labels.min()}")
+        self.transform = transform
+        # Stored CHW so read_image is a view, no per-sample permute/copy.
+        self.images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+        self.targets = labels.astype(np.int64)
+        self.in_channels = images.shape[3]
+        num_classes = int(self.targets.max()) + 1
+        if classes is None:
+            classes = [str(i) for i in range(num_classes)]
+        elif len(classes) < num_classes:
+            raise ValueError(f"{len(classes)} class names given but labels go up to "
+                             f"{num_classes - 1}")
+        self.classes = list(classes)
+
+    def read_image(self, index: int) -> torch.Tensor:
+        return self.images[index]
+
+    def _take(self, indices: np.ndarray) -> None:
+        self.images = self.images[torch.from_numpy(indices)]
+        self.targets = self.targets[indices]
+
+
+def load_fashion_mnist(root: str | os.PathLike = DEFAULT_FASHION_MNIST_ROOT, train: bool = True,
+                       transform=None) -> ArrayDataset:
+    """Fashion-MNIST from its IDX files (``train-images-idx3-ubyte[.gz]`` and friends) found in
+    ``root`` or torchvision's ``root/FashionMNIST/raw``. Debian/Ubuntu: ``apt install
+    dataset-fashion-mnist`` puts them in /usr/share/datasets/fashion-mnist."""
+    prefix = "train" if train else "t10k"
+    images = _find_idx(root, f"{prefix}-images-idx3-ubyte")
+    labels = _find_idx(root, f"{prefix}-labels-idx1-ubyte")
+    pixels, targets = read_idx(images), read_idx(labels)
+    if pixels.ndim != 3 or targets.ndim != 1 or len(pixels) != len(targets):
+        raise ValueError(f"Fashion-MNIST files disagree: {images} has shape {pixels.shape}, "
+                         f"{labels} has shape {targets.shape}; expected [N, 28, 28] and [N]")
+    return ArrayDataset(pixels, targets, transform, classes=FASHION_MNIST_CLASSES)
+
+
+def _find_idx(root, stem: str) -> str:
+    root = os.fspath(root)
+    tried = []
+    for folder in (root, os.path.join(root, "FashionMNIST", "raw")):
+        for name in (stem + ".gz", stem):
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                return path
+            tried.append(path)
+    raise FileNotFoundError(f"Fashion-MNIST file {stem}[.gz] not found; looked for "
+                            f"{', '.join(tried)}. Install it (apt install dataset-fashion-mnist) or "
+                            "pass root= the directory holding the IDX files")
+
+
+def load_digits_dataset(split: str = "train", seed: int = 0, test_size: int = 500,
+                        transform=None) -> ArrayDataset:
+    """scikit-learn's bundled 8x8 digits (1,797 images, no download) as uint8 0..255 grey images.
+
+    ``split`` "train" or "test": a stratified split with ``test_size`` test images (default
+    1,297 / 500), deterministic given ``seed``; "all" keeps all 1,797."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    # Values are 0..16; scale to the 0..255 range every other dataset uses.
+    images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    labels = digits.target.astype(np.int64)
+    if split == "all":
+        return ArrayDataset(images, labels, transform)
+    if split not in SPLITS:
+        raise ValueError(f"digits split must be 'train', 'test' or 'all', got {split!r}")
+    train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=test_size,
+                                           random_state=seed, stratify=labels)
+    chosen = np.sort(train_idx if split == "train" else test_idx)
+    return ArrayDataset(images[chosen], labels[chosen], transform)
+
+
+def load_torchvision_cifar(root: str | os.PathLike, train: bool = True, download: bool = False,
+                           name: str = "cifar10", transform=None) -> ArrayDataset:
+    """CIFAR-10/100 in torchvision's python-pickle layout under ``root`` (``download=True`` fetches
+    it; needs internet)."""
+    try:
+        from torchvision import datasets as tv
+    except ImportError as err:
+        raise ImportError("CIFAR in torchvision's layout needs torchvision: pip install torchvision "
+                          "(or use 'cifar10_folder' with CIFAR-10 as JPEG files)") from err
+
+    kinds = {"cifar10": tv.CIFAR10, "cifar100": tv.CIFAR100}
+    if name not in kinds:
+        raise ValueError(f"name must be 'cifar10' or 'cifar100', got {name!r}")
+    try:
+        data = kinds[name](os.fspath(root), train=train, download=download)
+    except RuntimeError as err:
+        raise FileNotFoundError(f"{name} not found under {root} ({err}). Pass download=True (needs "
+                                "internet), or for CIFAR-10 as JPEG files use 'cifar10_folder'"
+                                ) from err
+    return ArrayDataset(data.data, np.asarray(data.targets), transform, classes=data.classes)
+
+
+def _transform_for(name: str, dataset: ImageDataset, augment: bool):
+    if name in ("cifar10_folder", "cifar10", "cifar100"):
+        mean, std = ((T.CIFAR100_MEAN, T.CIFAR100_STD) if name == "cifar100"
+                     else (T.CIFAR10_MEAN, T.CIFAR10_STD))
+        if augment:
+            return T.cifar_train_transform(mean, std, size=dataset.image_size)
+        return T.eval_transform(mean, std)
+    mean, std = ((T.FASHION_MNIST_MEAN, T.FASHION_MNIST_STD) if name == "fashion_mnist"
+                 else (T.DIGITS_MEAN, T.DIGITS_STD))
+    if augment:
+        return T.grey_train_transform(mean, std, size=dataset.image_size)
+    return T.eval_transform(mean, std)
+
+
+def build_dataset(name: str, root: Optional[str | os.PathLike] = None, split: str = "train",
+                  augment: bool = False, subset: Optional[int] = None, seed: int = 0,
+                  download: bool = False) -> ImageDataset:
+    """The dataset ``name`` with its standard transform (augmented if ``augment``).
+
+    name: 'cifar10_folder' (root holds train/ and test/ image-folder trees), 'cifar10' /
+    'cifar100' (torchvision layout under root), 'fashion_mnist' (IDX files in root, default
+    /usr/share/datasets/fashion-mnist), 'digits' (bundled with scikit-learn; root ignored).
+    ``subset``: keep a class-stratified subset of that many samples chosen with ``seed`` (the
+    digits train/test split also uses ``seed``).
+    """
+    if name not in DATASET_NAMES:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if root is None and name not in ("digits", "fashion_mnist"):
+        raise ValueError(f"dataset {name!r} needs root= (the directory holding its files)")
+    train = split == "train"
+    if name == "cifar10_folder":
+        folder = os.path.join(os.fspath(root), split)
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"'cifar10_folder' root {root} must hold train/ and test/ "
+                                    f"image-folder trees, but {folder} is missing")
+        dataset = ImageFolderDataset(folder)
+    elif name in ("cifar10", "cifar100"):
+        dataset = load_torchvision_cifar(root, train, download, name)
+    elif name == "fashion_mnist":
+        dataset = load_fashion_mnist(root or DEFAULT_FASHION_MNIST_ROOT, train)
+    else:
+        dataset = load_digits_dataset(split, seed)
+    if subset is not None:
+        dataset = dataset.stratified_subset(subset, seed)
+    dataset.transform = _transform_for(name, dataset, augment)
+    return dataset

@@ -1,0 +1,162 @@
+"""Image transforms on uint8 CHW tensors that draw their randomness from an explicit generator.
+
+Every transform here is called as ``transform(image, generator)``: ``image`` is a uint8 tensor of
+shape ``[C, H, W]`` and ``generator`` a :class:`torch.Generator` or ``None`` (then torch's global
+RNG is used). Taking the generator as an argument is what lets the loader seed each sample from
+(seed, epoch, stream position), so a batch does not depend on how many workers produced it.
+torchvision's transforms draw from the global RNG only, which is why these are written out.
+
+Order follows the usual torchvision CIFAR recipe: crop and flip on the stored uint8 pixels (padding
+is black), then scale to [0, 1] and normalise.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+# NAS-Bench-201's values (the PA&DA code inherits them): per-channel pixel mean/std over the
+# training set, in 0..255 units divided by 255.
+CIFAR10_MEAN = tuple(v / 255 for v in (125.3, 123.0, 113.9))
+CIFAR10_STD = tuple(v / 255 for v in (63.0, 62.1, 66.7))
+CIFAR100_MEAN = tuple(v / 255 for v in (129.3, 124.1, 112.4))
+CIFAR100_STD = tuple(v / 255 for v in (68.2, 65.4, 70.4))
+FASHION_MNIST_MEAN = (0.2860,)
+FASHION_MNIST_STD = (0.3530,)
+# scikit-learn digits after scaling 0..16 to 0..255 (computed over all 1,797 images).
+DIGITS_MEAN = (0.3053,)
+DIGITS_STD = (0.3759,)
+
+Transform = Callable[[torch.Tensor, Optional[torch.Generator]], torch.Tensor]
+
+
+class RandomCrop:
+    """Zero-pad each side by ``padding`` pixels, then crop a random ``size`` x ``size`` window."""
+
+    accepts_generator = True
+
+    def __init__(self, size: int, padding: int = 0):
+        if size < 1 or padding < 0:
+            raise ValueError(f"RandomCrop needs size >= 1 and padding >= 0, got size={size}, "
+                             f"padding={padding}")
+        self.size = size
+        self.padding = padding
+
+    def __call__(self, image: torch.Tensor, generator: Optional[torch.Generator] = None):
+        if self.padding:
+            image = F.pad(image, (self.padding,) * 4)
+        height, width = image.shape[-2:]
+        if height < self.size or width < self.size:
+            raise ValueError(f"RandomCrop({self.size}, padding={self.padding}) cannot crop an image "
+                             f"of {height}x{width} (after padding); lower size or raise padding")
+        top = int(torch.randint(0, height - self.size + 1, (), generator=generator))
+        left = int(torch.randint(0, width - self.size + 1, (), generator=generator))
+        return image[..., top: top + self.size, left: left + self.size]
+
+    def __repr__(self):
+        return f"RandomCrop(size={self.size}, padding={self.padding})"
+
+
+class RandomHorizontalFlip:
+    accepts_generator = True
+
+    def __init__(self, p: float = 0.5):
+        self.p = p
+
+    def __call__(self, image: torch.Tensor, generator: Optional[torch.Generator] = None):
+        if torch.rand((), generator=generator).item() < self.p:
+            return image.flip(-1)
+        return image
+
+    def __repr__(self):
+        return f"RandomHorizontalFlip(p={self.p})"
+
+
+class ToFloat:
+    """uint8 0..255 -> float32 0..1."""
+
+    accepts_generator = True
+
+    def __call__(self, image: torch.Tensor, generator: Optional[torch.Generator] = None):
+        if image.dtype != torch.uint8:
+            raise TypeError(f"ToFloat expects a uint8 image, got {image.dtype}; put it before any "
+                            "transform that already converts to float")
+        return image.to(torch.float32).div_(255.0)
+
+    def __repr__(self):
+        return "ToFloat()"
+
+
+class Normalize:
+    accepts_generator = True
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        if len(mean) != len(std):
+            raise ValueError(f"Normalize: mean has {len(mean)} channels but std has {len(std)}")
+        if any(s <= 0 for s in std):
+            raise ValueError(f"Normalize: every std must be positive, got {tuple(std)}")
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+
+    def __call__(self, image: torch.Tensor, generator: Optional[torch.Generator] = None):
+        if image.shape[0] != self.mean.shape[0]:
+            raise ValueError(f"Normalize has {self.mean.shape[0]} channel(s) but the image has "
+                             f"{image.shape[0]} (shape {tuple(image.shape)})")
+        return (image - self.mean) / self.std
+
+    def __repr__(self):
+        return f"Normalize(mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})"
+
+
+class Compose:
+    """Apply steps in order, passing the same generator to each, so they draw from one stream."""
+
+    accepts_generator = True
+
+    def __init__(self, steps: Sequence[Transform]):
+        self.steps = list(steps)
+
+    def __call__(self, image: torch.Tensor, generator: Optional[torch.Generator] = None):
+        for step in self.steps:
+            image = step(image, generator)
+        return image
+
+    def __repr__(self):
+        return "Compose(" + ", ".join(repr(s) for s in self.steps) + ")"
+
+
+def apply_transform(transform, image: torch.Tensor,
+                    generator: Optional[torch.Generator]) -> torch.Tensor:
+    """Call ``transform`` with ``generator``; for third-party transforms that only use torch's global
+    RNG (e.g. torchvision's), seed that RNG from ``generator`` inside a fork so the caller's global
+    RNG state is left as it was."""
+    if transform is None:
+        return image.to(torch.float32).div_(255.0)
+    if getattr(transform, "accepts_generator", False):
+        return transform(image, generator)
+    if generator is None:
+        return transform(image)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(generator.initial_seed())
+        return transform(image)
+
+
+def cifar_train_transform(mean=CIFAR10_MEAN, std=CIFAR10_STD, size: int = 32,
+                          padding: int = 4) -> Compose:
+    """The paper's training augmentation: random crop ``size`` with ``padding`` + horizontal flip."""
+    return Compose([RandomCrop(size, padding), RandomHorizontalFlip(), ToFloat(),
+                    Normalize(mean, std)])
+
+
+def eval_transform(mean=CIFAR10_MEAN, std=CIFAR10_STD) -> Compose:
+    """Scale and normalise only (evaluation, and training without augmentation)."""
+    return Compose([ToFloat(), Normalize(mean, std)])
+
+
+def grey_train_transform(mean, std, size: int, padding: Optional[int] = None) -> Compose:
+    """Pad-and-crop only: digit and clothing images are not mirror-symmetric, so no flip.
+    ``padding`` defaults to size // 8 (at least 1): 1 pixel for 8x8 digits, 3 for 28x28."""
+    if padding is None:
+        padding = max(1, size // 8)
+    return Compose([RandomCrop(size, padding), ToFloat(), Normalize(mean, std)])

@@ -1,0 +1,53 @@
+"""The small interface every search space's supernet implements.
+
+An architecture is a tuple of ints, one candidate index per searchable layer (for NAS-Bench-201 a
+"layer" is one of the 6 cell edges, shared by all cells). Statistics are kept in
+``[num_layers, max_candidates]`` buffers; ``candidate_mask`` marks the entries that exist
+(ProxylessNAS layers have 6 or 7 candidates). Flat slot of (layer, candidate) is
+``layer * max_candidates + candidate``.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+Arch = tuple[int, ...]
+
+
+class SuperNet(nn.Module):
+    space_name: str = ""
+
+    def layer_candidates(self) -> list[list[str]]:
+        """Candidate operation names of each searchable layer."""
+        raise NotImplementedError
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layer_candidates())
+
+    @property
+    def max_candidates(self) -> int:
+        return max(len(c) for c in self.layer_candidates())
+
+    def candidate_mask(self) -> torch.Tensor:
+        mask = torch.zeros(self.num_layers, self.max_candidates, dtype=torch.bool)
+        for layer, cands in enumerate(self.layer_candidates()):
+            mask[layer, : len(cands)] = True
+        return mask
+
+    def forward(self, x: torch.Tensor, arch: Sequence[int]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def path_parameters(self, arch: Sequence[int]) -> tuple[list[nn.Parameter], list[int]]:
+        """Parameters of the candidate operations that ``arch`` selects, and the flat (layer,
+        candidate) slot of each. Parameters outside the searchable operations (stem, reduction
+        blocks, classifier) are not included. Cached per arch: called every step."""
+        raise NotImplementedError
+
+    def arch_to_str(self, arch: Sequence[int]) -> str:
+        raise NotImplementedError
+
+    def str_to_arch(self, text: str) -> Arch:
+        raise NotImplementedError
