@@ -1,0 +1,220 @@
+"""Experiment configuration: typed dataclasses, overridden by a YAML file, overridden by
+``--set section.key=value``. Unknown keys, wrong types and values outside the allowed set are
+errors that name the key, before any work starts. Every run saves its resolved config.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, mistyped or out of range; the message names the key."""
+
+
+def choice(default, *allowed, help: str = ""):
+    return field(default=default, metadata={"choices": allowed, "help": help})
+
+
+def bounded(default, low=None, high=None, help: str = ""):
+    return field(default=default, metadata={"low": low, "high": high, "help": help})
+
+
+@dataclass
+class DataConfig:
+    dataset: str = choice("digits", "digits", "cifar10_folder", "cifar10", "cifar100", "fashion_mnist")
+    root: str | None = None                 # dataset root (image-folder tree holds train/ and test/)
+    download: bool = False                  # torchvision datasets: fetch when missing
+    train_subset: int | None = None         # class-stratified subset of the training split
+    eval_split: str = choice("test", "test", "train")
+    eval_subset: int | None = None          # held-out images used for ranking
+    augment: bool = True
+    batch_size: int = bounded(64, 1)
+    eval_batch_size: int = bounded(256, 1)
+    num_workers: int = bounded(0, 0)
+    backend: str = choice("torch", "torch", "dali")
+
+
+@dataclass
+class SpaceConfig:
+    name: str = choice("nb201", "nb201")
+    C: int = bounded(16, 1)
+    N: int = bounded(5, 1)
+    bn_mode: str = choice("batch", "batch", "running")
+
+
+@dataclass
+class MethodConfig:
+    name: str = choice("pada", "spos", "pa", "da", "pada")
+    pa_granularity: str = choice("shared", "shared", "per_edge")
+    pa_schedule: str = choice("linear_increase", "linear_increase", "linear_decrease", "constant", "off")
+    da_schedule: str = choice("linear_increase", "linear_increase", "linear_decrease", "constant", "off")
+    unbiased: bool = False                  # weight the loss by 1/(N q_i) and 1/(K p)
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = bounded(250, 1)
+    lr: float = bounded(0.05, 0.0)
+    lr_min: float = bounded(0.0, 0.0)
+    momentum: float = bounded(0.9, 0.0, 1.0)
+    nesterov: bool = False
+    weight_decay: float = bounded(2.5e-4, 0.0)
+    grad_clip: float | None = 5.0
+    label_smoothing: float = bounded(0.0, 0.0, 1.0)
+
+
+@dataclass
+class RunConfig:
+    out_dir: str = "runs/default"
+    seed: int = 0
+    device: str = "auto"                    # auto, cpu, cuda, cuda:N
+    threads: int | None = None              # torch CPU threads (None: torch's default)
+    log_interval: int = bounded(50, 1)
+    tensorboard: bool = False
+    progress: str = choice("auto", "auto", "bar", "lines")
+
+
+@dataclass
+class RankConfig:
+    ground_truth: str | None = None         # NATS CSV, JSON/CSV table, or NAS-Bench-201 .pth
+    gt_dataset: str = choice("cifar10", "cifar10", "cifar100", "imagenet16-120")
+    num_archs: int | None = 1000            # stratified subset; None ranks every architecture
+    seed: int = 0
+    recalibrate_batches: int = bounded(0, 0)  # running-stats BN only
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    rank: RankConfig = field(default_factory=RankConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _type_ok(value: Any, annotation) -> tuple[bool, Any]:
+    """Whether value fits the annotation; ints are accepted (and converted) for floats."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            ok, converted = _type_ok(value, arg)
+            if ok:
+                return True, converted
+        return False, value
+    if annotation is type(None):
+        return value is None, value
+    if annotation is bool:
+        return isinstance(value, bool), value
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if annotation is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if annotation is str:
+        return isinstance(value, str), value
+    return True, value
+
+
+def _type_name(annotation) -> str:
+    return str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def _set_field(section_obj, section: str, key: str, value: Any) -> None:
+    fields = {f.name: f for f in dataclasses.fields(section_obj)}
+    if key not in fields:
+        raise ConfigError(f"unknown config key '{section}.{key}'; {section} has: {', '.join(fields)}")
+    f = fields[key]
+    hints = typing.get_type_hints(type(section_obj))
+    ok, converted = _type_ok(value, hints[key])
+    if not ok:
+        raise ConfigError(f"config key '{section}.{key}' must be {_type_name(hints[key])}, got {value!r} "
+                          f"({type(value).__name__})")
+    allowed = f.metadata.get("choices")
+    if allowed and converted not in allowed:
+        raise ConfigError(f"config key '{section}.{key}' must be one of {', '.join(allowed)}; got {converted!r}")
+    low, high = f.metadata.get("low"), f.metadata.get("high")
+    if converted is not None and ((low is not None and converted < low) or (high is not None and converted > high)):
+        rng = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
+        raise ConfigError(f"config key '{section}.{key}' must lie in {rng}, got {converted!r}")
+    setattr(section_obj, key, converted)
+
+
+def apply_dict(cfg: Config, values: dict, source: str = "config") -> Config:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source} must be a mapping of sections ({', '.join(_sections(cfg))}), "
+                          f"got {type(values).__name__}")
+    sections = _sections(cfg)
+    for section, entries in values.items():
+        if section not in sections:
+            raise ConfigError(f"unknown config section '{section}' in {source}; sections: {', '.join(sections)}")
+        if entries is None:
+            continue
+        if not isinstance(entries, dict):
+            raise ConfigError(f"config section '{section}' in {source} must be a mapping of keys")
+        for key, value in entries.items():
+            _set_field(getattr(cfg, section), section, key, value)
+    return cfg
+
+
+def _sections(cfg: Config) -> list[str]:
+    return [f.name for f in dataclasses.fields(cfg)]
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ConfigError(f"--set expects section.key=value (e.g. optim.lr=0.1), got {text!r}")
+    dotted, raw = text.split("=", 1)
+    section, key = dotted.strip().split(".", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {dotted}: cannot parse value {raw!r}: {exc}") from None
+    return section, key, value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the YAML file, then each ``section.key=value`` override, in that order."""
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        apply_dict(cfg, values, source=str(path))
+    for text in overrides:
+        section, key, value = parse_override(text)
+        apply_dict(cfg, {section: {key: value}}, source=f"--set {text}")
+    return cfg
+
+
+def config_from_dict(values: dict) -> Config:
+    return apply_dict(Config(), values, source="saved config")
+
+
+def check_paths(cfg: Config) -> None:
+    """Missing data paths are configuration errors too: report them before any work starts."""
+    needs_root = cfg.data.dataset in ("cifar10_folder", "fashion_mnist") or (
+        cfg.data.dataset in ("cifar10", "cifar100") and not cfg.data.download)
+    if needs_root and cfg.data.dataset != "fashion_mnist" and not cfg.data.root:
+        raise ConfigError(f"data.root is required for data.dataset={cfg.data.dataset}")
+    if cfg.data.root and needs_root and not Path(cfg.data.root).exists():
+        raise ConfigError(f"data.root {cfg.data.root} does not exist (data.dataset={cfg.data.dataset})")
+    if cfg.rank.ground_truth and not Path(cfg.rank.ground_truth).exists():
+        raise ConfigError(f"rank.ground_truth {cfg.rank.ground_truth} does not exist")

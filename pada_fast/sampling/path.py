@@ -1,0 +1,208 @@
+"""Path samplers: uniform (SPOS) and PA's gradient-norm importance sampling.
+
+Both keep a ``[layers, candidates]`` distribution ``p`` on the host and the epoch's gradient-norm
+accumulators on the device. A whole epoch of paths is drawn at once from the host copy of ``p``
+(``p`` only changes at epoch end), so neither sampling nor recording ever waits for the device;
+``end_epoch`` is the one place that copies from the device, once.
+
+Importance update (DESIGN §1): ``g`` = mean gradient norm of each operation over the steps it was
+trained this epoch, then ``p = δ · g / Σg + (1 − δ) · uniform`` per layer, over the layer's valid
+candidates, with ``δ = mix_weight(schedule, next_epoch, epochs)``. Granularity:
+
+* ``per_edge``: ``g[l, k]`` is operation ``k``'s own mean on layer ``l``.
+* ``shared`` (the authors' NAS-Bench-201 code: one distribution over operation types):
+  ``g_k = (1 / |S_k|) · Σ_{l ∈ S_k} norm_sum[l, k] / step_count[l, k]`` with
+  ``S_k = {l : step_count[l, k] > 0}`` (``g_k = 0`` if ``S_k`` is empty): the mean over layers of
+  the per-layer means, each layer that trained ``k`` weighing the same however often it drew ``k``.
+  Every layer then uses ``g_k``, renormalised over that layer's valid candidates.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from pada_fast import ops
+
+from .schedule import check_schedule, mix_weight
+
+GRANULARITIES = ("shared", "per_edge")
+
+
+def _check_mask(candidate_mask) -> torch.Tensor:
+    mask = torch.as_tensor(candidate_mask).detach().cpu()
+    if mask.dtype != torch.bool or mask.dim() != 2:
+        raise ValueError("candidate_mask must be a 2-D bool tensor [layers, max_candidates] "
+                         f"(SuperNet.candidate_mask()), got dtype {mask.dtype} and shape "
+                         f"{tuple(mask.shape)}")
+    empty = (~mask.any(dim=1)).nonzero().flatten().tolist()
+    if mask.shape[0] == 0 or empty:
+        raise ValueError(f"every layer needs at least one candidate; layers without any: {empty}")
+    return mask.clone()
+
+
+def uniform_probabilities(mask: torch.Tensor) -> torch.Tensor:
+    m = mask.to(torch.float64)
+    return m / m.sum(dim=1, keepdim=True)
+
+
+class UniformPathSampler:
+    """SPOS: every valid candidate of every layer equally likely. Still records gradient norms
+    (``last_mean_norms`` after ``end_epoch``) so SPOS and PA runs log the same statistics."""
+
+    kind = "uniform"
+
+    def __init__(self, candidate_mask, device: torch.device | str = "cpu"):
+        self.candidate_mask = _check_mask(candidate_mask)
+        self.device = torch.device(device)
+        shape = tuple(self.candidate_mask.shape)
+        self.norm_sum = torch.zeros(shape, dtype=torch.float32, device=self.device)
+        self.step_count = torch.zeros(shape, dtype=torch.float32, device=self.device)
+        self._mask_device = self.candidate_mask.to(self.device)
+        self._p = uniform_probabilities(self.candidate_mask)
+        self.last_mean_norms: torch.Tensor | None = None    # host [L, K], last finished epoch
+        self.last_mix_weight = 0.0
+        self.fallback_message: str | None = None
+        self.epochs_finished = 0
+
+    @property
+    def num_layers(self) -> int:
+        return self.candidate_mask.shape[0]
+
+    # -- hot path --------------------------------------------------------------------------------
+    def sample_epoch(self, num_steps: int, generator: torch.Generator) -> torch.Tensor:
+        """``num_steps`` paths drawn independently from ``p``: LongTensor [num_steps, layers] on
+        the CPU. Same generator state, same ``p`` => same paths."""
+        if num_steps < 0:
+            raise ValueError(f"num_steps must be >= 0, got {num_steps}")
+        if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
+            raise TypeError("sample_epoch needs a CPU torch.Generator (paths are drawn on the host "
+                            "so sampling never waits for the device)")
+        if num_steps == 0:
+            return torch.empty((0, self.num_layers), dtype=torch.long)
+        draws = torch.multinomial(self._p, num_steps, replacement=True, generator=generator)
+        return draws.t().contiguous()
+
+    def record(self, grads: Sequence[torch.Tensor], slots: Sequence[int]) -> None:
+        """Add one step's per-operation gradient norms (call after backward and clipping);
+        ``grads``/``slots`` as from ``SuperNet.path_parameters``."""
+        ops.grad_norm_accumulate_(grads, slots, self.norm_sum, self.step_count)
+
+    # -- epoch boundary -------------------------------------------------------------------------
+    def end_epoch(self, next_epoch: int, epochs: int) -> torch.Tensor:
+        """Finish the epoch: set ``p`` for epoch ``next_epoch`` (0-based) of ``epochs``, reset the
+        accumulators, and return the new ``p`` (host)."""
+        mean_norms = ops.grad_norm_finalize(self.norm_sum, self.step_count)
+        weight = self._mix_weight(next_epoch, epochs)
+        p, row_ok = self._next_probabilities(mean_norms, weight)
+        L, K = self.candidate_mask.shape
+        # One device->host copy for everything the host needs.
+        host = torch.cat([p.reshape(-1), mean_norms.to(torch.float64).reshape(-1),
+                          row_ok.to(torch.float64).reshape(-1)]).cpu()
+        self._p = host[: L * K].view(L, K).clone()
+        self.last_mean_norms = host[L * K: 2 * L * K].view(L, K).to(torch.float32)
+        bad_rows = (host[2 * L * K:] == 0).nonzero().flatten().tolist()
+        self.fallback_message = None
+        if bad_rows and weight > 0:
+            self.fallback_message = (
+                f"path importance fell back to uniform on layers {bad_rows}: their gradient norms "
+                "summed to 0 or were not finite (were gradients recorded this epoch? record() must "
+                "run after backward(); NaN gradients also cause this)")
+        self.last_mix_weight = weight
+        self.norm_sum.zero_()
+        self.step_count.zero_()
+        self.epochs_finished += 1
+        return self.probabilities()
+
+    def _mix_weight(self, next_epoch: int, epochs: int) -> float:
+        mix_weight("off", next_epoch, epochs)   # validates the epoch numbers
+        return 0.0
+
+    def _next_probabilities(self, mean_norms: torch.Tensor, weight: float):
+        uniform = uniform_probabilities(self._mask_device)
+        return uniform, torch.ones(self.num_layers, dtype=torch.bool, device=self.device)
+
+    # -- queries -------------------------------------------------------------------------------
+    def probabilities(self) -> torch.Tensor:
+        """The current ``p`` [layers, max_candidates], float64 on the host; 0 for invalid slots."""
+        return self._p.clone()
+
+    def importance_weights(self, paths: torch.Tensor) -> torch.Tensor:
+        """Optional unbiased loss weight of each path, ``Π_l 1 / (K_l · p[l, a_l])``
+        (1 under uniform sampling). ``paths`` [S, layers] host LongTensor; returns [S] float64."""
+        paths = torch.as_tensor(paths, dtype=torch.long).cpu()
+        if paths.dim() == 1:
+            paths = paths[None]
+        counts = self.candidate_mask.sum(dim=1).to(torch.float64)
+        chosen = self._p.gather(1, paths.t().contiguous()).t()      # [S, L]
+        return (1.0 / (counts[None, :] * chosen)).prod(dim=1)
+
+    # -- checkpointing -------------------------------------------------------------------------
+    def _config(self) -> dict:
+        return {"kind": self.kind}
+
+    def state_dict(self) -> dict:
+        return {
+            **self._config(),
+            "candidate_mask": self.candidate_mask.clone(),
+            "p": self._p.clone(),
+            "norm_sum": self.norm_sum.detach().cpu().clone(),
+            "step_count": self.step_count.detach().cpu().clone(),
+            "last_mean_norms": None if self.last_mean_norms is None else self.last_mean_norms.clone(),
+            "last_mix_weight": self.last_mix_weight,
+            "fallback_message": self.fallback_message,
+            "epochs_finished": self.epochs_finished,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, value in self._config().items():
+            if state.get(key) != value:
+                raise ValueError(f"checkpoint path sampler has {key}={state.get(key)!r} but this "
+                                 f"sampler has {key}={value!r}; build the sampler with the "
+                                 "checkpoint's settings")
+        if not torch.equal(state["candidate_mask"].cpu(), self.candidate_mask):
+            raise ValueError("checkpoint path sampler was built for a different search space "
+                             f"(candidate mask {tuple(state['candidate_mask'].shape)} vs "
+                             f"{tuple(self.candidate_mask.shape)})")
+        self._p = state["p"].to(torch.float64).cpu().clone()
+        self.norm_sum.copy_(state["norm_sum"])
+        self.step_count.copy_(state["step_count"])
+        last = state["last_mean_norms"]
+        self.last_mean_norms = None if last is None else last.clone()
+        self.last_mix_weight = float(state["last_mix_weight"])
+        self.fallback_message = state["fallback_message"]
+        self.epochs_finished = int(state["epochs_finished"])
+
+
+class ImportancePathSampler(UniformPathSampler):
+    """PA: ``p`` follows each operation's mean gradient norm, mixed with uniform by ``δ``."""
+
+    kind = "importance"
+
+    def __init__(self, candidate_mask, granularity: str = "shared",
+                 schedule: str = "linear_increase", device: torch.device | str = "cpu"):
+        if granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+        self.granularity = granularity
+        self.schedule = check_schedule(schedule)
+        super().__init__(candidate_mask, device)
+
+    def _config(self) -> dict:
+        return {"kind": self.kind, "granularity": self.granularity, "schedule": self.schedule}
+
+    def _mix_weight(self, next_epoch: int, epochs: int) -> float:
+        return mix_weight(self.schedule, next_epoch, epochs)
+
+    def _next_probabilities(self, mean_norms: torch.Tensor, weight: float):
+        mask = self._mask_device
+        g = torch.where(mask, mean_norms.to(torch.float64), 0.0)
+        if self.granularity == "shared":
+            trained = (self.step_count > 0) & mask
+            layers = trained.sum(dim=0)
+            per_op = torch.where(layers > 0, (g * trained).sum(dim=0) / layers.clamp_min(1), 0.0)
+            g = torch.where(mask, per_op.expand_as(g), 0.0)
+        total = g.sum(dim=1, keepdim=True)
+        row_ok = torch.isfinite(total) & (total > 0)
+        uniform = uniform_probabilities(mask)
+        mixed = weight * (g / torch.where(row_ok, total, 1.0)) + (1.0 - weight) * uniform
+        return torch.where(row_ok, mixed, uniform), row_ok.flatten()

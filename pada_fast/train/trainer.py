@@ -1,0 +1,253 @@
+"""Supernet training with SPOS, PA, DA or PA&DA (DESIGN §1, Algorithm 1 of the paper).
+
+Each step trains one path on one batch: the path comes from the path sampler's epoch draw (made
+on the host at the start of the epoch, so sampling never waits for the device), the batch from
+the data sampler's epoch stream. After backward and clipping the step records the path's
+per-operation gradient norms (fused op) and every sample's importance, which the fused loss
+computed from the same logits, by dataset index. At the epoch's end both samplers update their
+distributions. Statistics stay on the device; the host reads them at log intervals and at the
+epoch's end only.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pada_fast import ops
+from pada_fast.config import Config, check_paths, config_from_dict
+from pada_fast.data.datasets import build_dataset
+from pada_fast.data.loader import build_loader
+from pada_fast.sampling import build_data_sampler, build_path_sampler
+from pada_fast.spaces import build_supernet
+
+from . import checkpoint
+from .logs import EpochLog, use_progress_bar
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"run.device={name} but no CUDA GPU is visible; use run.device=cpu")
+    return device
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The host generator of one epoch's path and index draws: a function of (seed, epoch) only,
+    so a resumed run draws exactly what the uninterrupted run would have."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch * 7919 + 17) % (2**63))
+
+
+def cosine_lr(step: int, total: int, lr: float, lr_min: float) -> float:
+    return lr_min + 0.5 * (lr - lr_min) * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+
+
+def build_optimizer(params, optim_cfg) -> torch.optim.SGD:
+    return torch.optim.SGD(params, lr=optim_cfg.lr, momentum=optim_cfg.momentum,
+                           weight_decay=optim_cfg.weight_decay, nesterov=optim_cfg.nesterov, foreach=True)
+
+
+def build_model(cfg: Config, num_classes: int, in_channels: int):
+    return build_supernet(cfg.space.name, C=cfg.space.C, N=cfg.space.N, num_classes=num_classes,
+                          in_channels=in_channels, bn_mode=cfg.space.bn_mode)
+
+
+@dataclass
+class StepTimes:
+    data: float = 0.0
+    total: float = 0.0
+
+
+class Trainer:
+    def __init__(self, cfg: Config, resume: bool = False):
+        check_paths(cfg)
+        self.cfg = cfg
+        self.out_dir = Path(cfg.run.out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)
+        self.device = resolve_device(cfg.run.device)
+        torch.manual_seed(cfg.run.seed)
+        random.seed(cfg.run.seed)
+        np.random.seed(cfg.run.seed % 2**32)
+        d = cfg.data
+        self.train_set = build_dataset(d.dataset, d.root, "train", augment=d.augment, subset=d.train_subset,
+                                       seed=cfg.run.seed, download=d.download)
+        self.model = build_model(cfg, self.train_set.num_classes, self.train_set.in_channels).to(self.device)
+        m = cfg.method
+        self.path_sampler = build_path_sampler(m.name, self.model.candidate_mask(), m.pa_granularity,
+                                               m.pa_schedule, self.device)
+        self.data_sampler = build_data_sampler(m.name, len(self.train_set), m.da_schedule, self.device)
+        n = len(self.train_set)
+        self.drop_last = n >= d.batch_size   # equal batches keep batch-statistics BN comparable
+        self.steps_per_epoch = n // d.batch_size if self.drop_last else 1
+        self.total_steps = self.steps_per_epoch * cfg.optim.epochs
+        self.optimizer = build_optimizer(self.model.parameters(), cfg.optim)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.start_epoch = 0
+        self.log = EpochLog(self.out_dir, cfg.run.tensorboard)
+        self.ckpt_path = self.out_dir / "checkpoint.pt"
+        if resume:
+            self._resume()
+        else:
+            self.log.truncate_after(0)
+        cfg.save(self.out_dir / "config.yaml")
+
+    # -- checkpointing ---------------------------------------------------------------------------
+    def state_dict(self, epoch: int) -> dict:
+        return {
+            "config": self.cfg.to_dict(),
+            "space": self.cfg.space.name,
+            "epoch": epoch,                      # epochs finished
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "path_sampler": self.path_sampler.state_dict(),
+            "data_sampler": self.data_sampler.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                    "python": random.getstate(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+            "num_classes": self.train_set.num_classes,
+            "in_channels": self.train_set.in_channels,
+        }
+
+    def _resume(self) -> None:
+        if not self.ckpt_path.exists():
+            raise FileNotFoundError(f"--resume given but {self.ckpt_path} does not exist; start without "
+                                    "--resume or point run.out_dir at the run to continue")
+        state = checkpoint.load(self.ckpt_path)
+        saved = config_from_dict(state["config"])
+        for section in ("space", "method", "data"):
+            a, b = getattr(saved, section), getattr(self.cfg, section)
+            if a != b:
+                diff = [k for k in vars(a) if getattr(a, k) != getattr(b, k) and section + "." + k not in
+                        ("data.num_workers", "data.eval_batch_size", "data.eval_subset", "data.root")]
+                if diff:
+                    raise ValueError(f"checkpoint {self.ckpt_path} was trained with different settings: "
+                                     + ", ".join(f"{section}.{k}={getattr(a, k)!r} (now {getattr(b, k)!r})"
+                                                 for k in diff))
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.path_sampler.load_state_dict(state["path_sampler"])
+        self.data_sampler.load_state_dict(state["data_sampler"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        if rng.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.start_epoch = int(state["epoch"])
+        self.log.truncate_after(self.start_epoch)
+        print(f"resumed from {self.ckpt_path} after epoch {self.start_epoch}", flush=True)
+
+    # -- training --------------------------------------------------------------------------------
+    def _lr_for(self, global_step: int) -> float:
+        o = self.cfg.optim
+        return cosine_lr(global_step, self.total_steps, o.lr, o.lr_min)
+
+    def train_epoch(self, epoch: int) -> dict:
+        cfg = self.cfg
+        gen = epoch_generator(cfg.run.seed, epoch)
+        stream = self.data_sampler.epoch_stream(gen)
+        paths = self.path_sampler.sample_epoch(self.steps_per_epoch, gen)
+        loader = build_loader(self.train_set, stream, cfg.data.batch_size, num_workers=cfg.data.num_workers,
+                              drop_last=self.drop_last, seed=cfg.run.seed, epoch=epoch,
+                              pin_memory=self.device.type == "cuda")
+        unbiased = cfg.method.unbiased
+        path_weights = self.path_sampler.importance_weights(paths).to(torch.float32) if unbiased else None
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        times = StepTimes()
+        bar = None
+        if use_progress_bar(cfg.run.progress):
+            from tqdm import tqdm
+            bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", leave=False)
+        start = last = time.perf_counter()
+        for step, (images, labels, indices) in enumerate(loader):
+            fetched = time.perf_counter()
+            times.data += fetched - last
+            global_step = epoch * self.steps_per_epoch + step
+            lr = self._lr_for(global_step)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            images = images.to(self.device, non_blocking=True)
+            labels = labels.to(self.device, non_blocking=True)
+            indices = indices.to(self.device, non_blocking=True)
+            arch = tuple(paths[step].tolist())
+            logits = self.model(images, arch)
+            per_sample, importance = ops.cross_entropy_with_importance(logits, labels, cfg.optim.label_smoothing)
+            if unbiased:
+                weights = self.data_sampler.importance_weights(indices) * path_weights[step]
+                loss = (per_sample * weights).mean()
+            else:
+                loss = per_sample.mean()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.optim.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.grad_clip, foreach=True)
+            path_params, slots = self.model.path_parameters(arch)
+            self.path_sampler.record([p.grad for p in path_params], slots)
+            self.data_sampler.record(indices, importance)
+            self.optimizer.step()
+            loss_sum += per_sample.detach().sum()
+            correct += (logits.detach().argmax(1) == labels).sum()
+            seen += labels.shape[0]
+            last = time.perf_counter()
+            times.total = last - start
+            if bar is not None:
+                bar.update(1)
+            if (step + 1) % cfg.run.log_interval == 0 or step + 1 == self.steps_per_epoch:
+                line = (f"epoch {epoch + 1}/{cfg.optim.epochs} step {step + 1}/{self.steps_per_epoch} "
+                        f"loss {loss_sum.item() / seen:.4f} acc {correct.item() / seen:.4f} "
+                        f"img/s {seen / max(times.total, 1e-9):.0f} lr {lr:.5f} data {times.data:.2f}s")
+                if bar is not None:
+                    bar.set_postfix_str(line.split(" loss ", 1)[1])
+                else:
+                    print(line, flush=True)
+        if bar is not None:
+            bar.close()
+        return {"train_loss": loss_sum.item() / max(seen, 1), "train_acc": correct.item() / max(seen, 1),
+                "images": seen, "epoch_time": times.total, "data_time": times.data,
+                "images_per_s": seen / max(times.total, 1e-9), "lr": self._lr_for((epoch + 1) * self.steps_per_epoch)}
+
+    def end_epoch(self, epoch: int) -> dict:
+        epochs = self.cfg.optim.epochs
+        next_epoch = min(epoch + 1, epochs)
+        self.path_sampler.end_epoch(next_epoch, epochs)
+        self.data_sampler.end_epoch(next_epoch, epochs)
+        row = {"p": [[round(v, 5) for v in r] for r in self.path_sampler.probabilities().tolist()],
+               "mean_grad_norms": None if self.path_sampler.last_mean_norms is None else
+               [[round(v, 5) for v in r] for r in self.path_sampler.last_mean_norms.tolist()],
+               "q": self.data_sampler.summary()}
+        for sampler in (self.path_sampler, self.data_sampler):
+            if getattr(sampler, "fallback_message", None):
+                print(f"warning: {sampler.fallback_message}", flush=True)
+        return row
+
+    def fit(self) -> dict:
+        cfg = self.cfg
+        print(f"training {cfg.space.name} C={cfg.space.C} N={cfg.space.N} with {cfg.method.name} on "
+              f"{cfg.data.dataset} ({len(self.train_set)} images, {self.steps_per_epoch} steps/epoch) "
+              f"on {self.device}; fused ops {'compiled' if ops.COMPILED else 'reference'}; "
+              f"outputs in {self.out_dir}", flush=True)
+        started = time.perf_counter()
+        row = {}
+        for epoch in range(self.start_epoch, cfg.optim.epochs):
+            row = {"epoch": epoch, "method": cfg.method.name, **self.train_epoch(epoch)}
+            row.update(self.end_epoch(epoch))
+            self.log.append(row)
+            checkpoint.save_atomic(self.state_dict(epoch + 1), self.ckpt_path)
+            p_text = " ".join(f"{v:.3f}" for v in self.path_sampler.probabilities()[0].tolist())
+            print(f"epoch {epoch + 1}/{cfg.optim.epochs} done: loss {row['train_loss']:.4f} "
+                  f"acc {row['train_acc']:.4f} time {row['epoch_time']:.1f}s p[edge 0] {p_text} "
+                  f"q ess/N {row['q']['ess_fraction']:.3f}", flush=True)
+        return {"out_dir": str(self.out_dir), "checkpoint": str(self.ckpt_path),
+                "train_time": time.perf_counter() - started, "last": row}
