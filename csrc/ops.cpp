@@ -6,6 +6,7 @@
 #include <string>
 
 #include "build_config.h"
+#include "cpu/row_kernels.h"
 
 namespace pada_fast {
 
@@ -22,6 +23,7 @@ std::string build_info() {
 #else
   info += ";openmp=0";
 #endif
+  info += ";cpu_isa=" + cpu_isa();
   return info;
 }
 

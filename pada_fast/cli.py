@@ -1,7 +1,8 @@
-"""The ``pada-fast`` command."""
+"""The ``pada-fast`` command: train supernets, rank and build benchmarks, inspect the build."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 
@@ -22,6 +23,7 @@ def cmd_info(args) -> int:
               f"OpenMP {'yes' if info.get('openmp') == '1' else 'no'}")
         devices = [d for d in ("cpu", "cuda") if STATUS.has_kernel(d)]
         print(f"kernels for: {', '.join(devices)}")
+        print(f"CPU kernels use: {info.get('cpu_isa', '?')} instructions")
         print(f"CUDA archs compiled: {info.get('cuda_archs') or 'none'}")
     else:
         print(f"compiled op library: NOT loaded ({STATUS.reason}); the PyTorch reference ops serve")
@@ -33,17 +35,103 @@ def cmd_info(args) -> int:
     return 0
 
 
+def _config(args):
+    from pada_fast.config import load_config
+    return load_config(args.config, args.set or [])
+
+
+def cmd_train(args) -> int:
+    from pada_fast.train.trainer import Trainer
+    result = Trainer(_config(args), resume=args.resume).fit()
+    print(f"done in {result['train_time']:.1f}s; checkpoint {result['checkpoint']}")
+    return 0
+
+
+def cmd_rank(args) -> int:
+    from pada_fast.evaluate.rank import rank_supernet
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    num_archs = -1 if args.num_archs is None else (None if args.num_archs == 0 else args.num_archs)
+    metrics = rank_supernet(args.checkpoint, args.out, ground_truth=args.ground_truth,
+                            gt_dataset=args.gt_dataset, num_archs=num_archs, seed=args.seed,
+                            eval_subset=-1 if args.eval_subset is None else args.eval_subset,
+                            batch_size=args.batch_size, device=args.device, data_root=args.data_root,
+                            progress=sys.stderr.isatty())
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_build_benchmark(args) -> int:
+    from pada_fast.evaluate.benchmark_builder import build_benchmark
+    which = args.archs if args.archs in ("all", "distinct") else int(args.archs)
+    gt = build_benchmark(_config(args), args.out, which=which, seeds=args.seeds, progress=sys.stderr.isatty())
+    print(f"wrote {len(gt)} architectures to {args.out}; best {gt.best()} "
+          f"({gt.accuracy(gt.best()):.2f}%)")
+    return 0
+
+
+def cmd_quickstart(args) -> int:
+    from pada_fast.quickstart import run_quickstart
+    run_quickstart(args.out, epochs=args.epochs, threads=args.threads)
+    return 0
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML experiment file (see configs/)")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override one config value; repeatable (e.g. --set optim.epochs=10)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pada-fast", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+
     p = sub.add_parser("info", help="versions, compiled kernels and devices")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("train", help="train a supernet (spos, pa, da, pada)")
+    _add_config_args(p)
+    p.add_argument("--resume", action="store_true", help="continue from run.out_dir/checkpoint.pt")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("rank", help="rank sub-models of a trained supernet against ground truth")
+    p.add_argument("checkpoint")
+    p.add_argument("--out", required=True, help="folder for predictions.csv, metrics.json, scatter.png")
+    p.add_argument("--ground-truth", help="NATS CSV, JSON/CSV table, or NAS-Bench-201 .pth (default: rank.ground_truth)")
+    p.add_argument("--gt-dataset", choices=["cifar10", "cifar100", "imagenet16-120"])
+    p.add_argument("--num-archs", type=int, help="stratified subset size; 0 ranks every architecture")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--eval-subset", type=int, help="held-out images (class-stratified subset)")
+    p.add_argument("--batch-size", type=int, help="evaluation batch size (default data.eval_batch_size)")
+    p.add_argument("--data-root", help="dataset root, if it moved since training")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int)
+    p.set_defaults(func=cmd_rank)
+
+    p = sub.add_parser("build-benchmark", help="train sub-models stand-alone and write a ground-truth table")
+    _add_config_args(p)
+    p.add_argument("--out", required=True, help="table file (.json or .csv)")
+    p.add_argument("--archs", default="50", help="'all', 'distinct', or a number of distinct random architectures")
+    p.add_argument("--seeds", type=int, default=1, help="training seeds averaged per architecture")
+    p.set_defaults(func=cmd_build_benchmark)
+
+    p = sub.add_parser("quickstart", help="SPOS vs PA&DA on scikit-learn's digits, ranked against a shipped table")
+    p.add_argument("--out", default="runs/quickstart")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=cmd_quickstart)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    from pada_fast.config import ConfigError
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"pada-fast: configuration error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -14,6 +14,24 @@ from typing import Any
 import yaml
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false. YAML 1.1 would read schedule names such as ``off``
+    (and yes/no/on) as booleans."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool",
+                              __import__("re").compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+
+
+def _yaml_load(text: str):
+    return yaml.load(text, Loader=_Loader)
+
+
 class ConfigError(ValueError):
     """A configuration value is unknown, mistyped or out of range; the message names the key."""
 
@@ -43,16 +61,24 @@ class DataConfig:
 
 @dataclass
 class SpaceConfig:
-    name: str = choice("nb201", "nb201")
-    C: int = bounded(16, 1)
-    N: int = bounded(5, 1)
-    bn_mode: str = choice("batch", "batch", "running")
+    name: str = choice("nb201", "nb201", "proxyless", "darts")
+    C: int = bounded(16, 1)                 # nb201 and darts: initial channels
+    N: int = bounded(5, 1)                  # nb201: cells per stage
+    # auto: batch statistics for nb201/darts (the authors' supernets), running for proxyless
+    bn_mode: str = choice("auto", "auto", "batch", "running")
+    num_cells: int = bounded(8, 1)          # darts: cells (reductions at 1/3 and 2/3)
+    width_mult: float = bounded(1.0, 0.0)   # proxyless: channel multiplier
+    stem_stride: int = bounded(2, 1)        # proxyless: 1 keeps resolution for 32x32 inputs
+    last_channels: int = bounded(1280, 1)   # proxyless: width of the final 1x1 conv
+    candidates: str | None = None           # proxyless: "k3e3,k3e6,...,skip" or 21 ';'-separated sets
+    resolution: int | None = None           # MACs-table input size; None: 224 proxyless, 32 otherwise
 
 
 @dataclass
 class MethodConfig:
     name: str = choice("pada", "spos", "pa", "da", "pada")
-    pa_granularity: str = choice("shared", "shared", "per_edge")
+    # auto: shared for nb201 (the authors' code), per_edge (per layer) for proxyless and darts
+    pa_granularity: str = choice("auto", "auto", "shared", "per_edge")
     pa_schedule: str = choice("linear_increase", "linear_increase", "linear_decrease", "constant", "off")
     da_schedule: str = choice("linear_increase", "linear_increase", "linear_decrease", "constant", "off")
     unbiased: bool = False                  # weight the loss by 1/(N q_i) and 1/(K p)
@@ -180,7 +206,7 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     dotted, raw = text.split("=", 1)
     section, key = dotted.strip().split(".", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = _yaml_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {dotted}: cannot parse value {raw!r}: {exc}") from None
     return section, key, value
@@ -194,7 +220,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
-            values = yaml.safe_load(path.read_text()) or {}
+            values = _yaml_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
         apply_dict(cfg, values, source=str(path))

@@ -172,3 +172,13 @@ def test_torch_compile_fullgraph():
     torch.testing.assert_close(loss, ref_loss.mean())
     torch.testing.assert_close(importance, ref_imp)
     assert leaf.grad is not None and torch.isfinite(leaf.grad).all()
+
+
+def test_small_importance_of_a_confident_sample_is_not_cancelled(device):
+    # p_y = 1 - 1e-4: ||p - onehot|| ~ 1.4e-4 must survive float32 arithmetic
+    logits = torch.tensor([[0.0, 0.0, 9.9 + 0.0]], dtype=torch.float64)
+    logits[0, 2] = torch.log(torch.tensor(2 * (1 - 1e-4) / 1e-4, dtype=torch.float64))
+    target = torch.tensor([2])
+    want = reference.cross_entropy_with_importance(logits, target)[1]
+    got = ops.cross_entropy_with_importance(logits.float().to(device), target.to(device))[1]
+    torch.testing.assert_close(got.double().cpu(), want, rtol=1e-3, atol=0)

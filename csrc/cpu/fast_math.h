@@ -1,15 +1,18 @@
-// exp for the CPU kernels. std::exp does not vectorise; this Cephes-style expf (range reduction
+// exp for the CPU row kernels. std::exp does not vectorise; this Cephes-style expf (range reduction
 // to [-ln2/2, ln2/2], degree-5 polynomial, exponent built from bits; ~2 ulp) is plain arithmetic,
 // so loops calling it vectorise under `#pragma omp simd`. Only ever called with x <= 0 here
 // (logits minus their row maximum), so only underflow needs a clamp. The clamps vectorise only
 // with -fno-trapping-math, which the build passes.
+//
+// Included once per instruction set (see row_kernels_impl.h): everything here lives in the
+// namespace PADA_FAST_ISA so that versions compiled for different instruction sets never merge.
 #pragma once
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 
 namespace pada_fast {
-
+namespace PADA_FAST_ISA {
 
 inline float fast_exp(float x) {
   x = x < -87.0f ? -87.0f : x;
@@ -33,4 +36,5 @@ inline float fast_exp(float x) {
 
 inline double fast_exp(double x) { return std::exp(x); }
 
+}  // namespace PADA_FAST_ISA
 }  // namespace pada_fast

@@ -3,7 +3,8 @@
 // ||g||^2), step_count[s] += 1. Threads: every gradient is cut into 64K-element chunks (see
 // grad_norm_plan.h); at::parallel_for spreads chunks over threads, so work is parallel across
 // tensors and within large ones. Each chunk's sum of squares is a vectorised float sum, chunks are
-// combined per slot in double, in a fixed order.
+// combined per slot in double, in a fixed order. Float chunks use the
+// instruction-set-specific kernel of row_kernels.h.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -13,6 +14,7 @@
 
 #include "../checks.h"
 #include "../grad_norm_plan.h"
+#include "row_kernels.h"
 
 namespace pada_fast {
 namespace {
@@ -21,6 +23,9 @@ constexpr int64_t kChunk = 1 << 16;
 
 template <typename scalar_t>
 double chunk_sum_of_squares(const scalar_t* x, int64_t begin, int64_t end) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    return row_kernels().sum_squares(x + begin, end - begin);
+  }
   using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
   acc_t sum = 0;
 #pragma omp simd reduction(+ : sum)

@@ -5,10 +5,14 @@ from typing import Callable
 
 from .base import Arch, SuperNet
 from .batchnorm import recalibrate_bn
+from .darts import DartsNetwork, DartsPathNetwork, DartsSuperNet, Genotype
 from .nb201 import NB201Network, NB201SuperNet
+from .proxyless import ProxylessNetwork, ProxylessSuperNet
 
 SUPERNETS: dict[str, Callable[..., SuperNet]] = {
     "nb201": NB201SuperNet,
+    "proxyless": ProxylessSuperNet,
+    "darts": DartsSuperNet,
 }
 
 
@@ -24,5 +28,6 @@ def build_supernet(name: str, **kwargs) -> SuperNet:
         raise TypeError(f"bad arguments for search space {name!r}: {exc}") from exc
 
 
-__all__ = ["Arch", "NB201Network", "NB201SuperNet", "SUPERNETS", "SuperNet", "build_supernet",
-           "recalibrate_bn"]
+__all__ = ["Arch", "DartsNetwork", "DartsPathNetwork", "DartsSuperNet", "Genotype", "NB201Network",
+           "NB201SuperNet", "ProxylessNetwork", "ProxylessSuperNet", "SUPERNETS", "SuperNet",
+           "build_supernet", "recalibrate_bn"]

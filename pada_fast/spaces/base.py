@@ -51,3 +51,24 @@ class SuperNet(nn.Module):
 
     def str_to_arch(self, text: str) -> Arch:
         raise NotImplementedError
+
+    # -- optional extras (search, cost tables, export); spaces override what they can ----------
+    def random_arch(self, rng) -> Arch:
+        """One architecture drawn uniformly per layer; ``rng`` is a ``numpy.random.Generator``
+        (its state is plain JSON, which resumable searches save)."""
+        return tuple(int(rng.integers(len(c))) for c in self.layer_candidates())
+
+    def active_layers(self, arch: Sequence[int]) -> tuple[int, ...]:
+        """Layers whose chosen operation actually runs for ``arch`` (cost tables sum these).
+        All of them unless the space prunes dead edges."""
+        return tuple(range(self.num_layers))
+
+    def candidate_modules(self) -> list[list[list[nn.Module]]]:
+        """``[layer][candidate]`` -> the module instances that candidate owns (one per cell that
+        shares the layer's choice), each called with a single tensor. Instance ``i`` of every
+        candidate of a layer sees the same input shape. Used to build MACs/parameter tables."""
+        raise NotImplementedError(f"{type(self).__name__} does not list its candidate modules")
+
+    def space_kwargs(self) -> dict:
+        """Constructor arguments that rebuild this supernet (``build_supernet(name, **kwargs)``)."""
+        return dict(getattr(self, "_space_kwargs", {}))

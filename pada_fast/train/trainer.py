@@ -55,8 +55,36 @@ def build_optimizer(params, optim_cfg) -> torch.optim.SGD:
 
 
 def build_model(cfg: Config, num_classes: int, in_channels: int):
-    return build_supernet(cfg.space.name, C=cfg.space.C, N=cfg.space.N, num_classes=num_classes,
-                          in_channels=in_channels, bn_mode=cfg.space.bn_mode)
+    """The supernet of ``cfg.space``. The config's ``auto`` values (``space.bn_mode``: running
+    statistics for proxyless, batch statistics otherwise; ``method.pa_granularity``, see
+    :func:`resolve_granularity`) are resolved here and written back into ``cfg``, so the saved
+    config records what ran and a resumed run compares equal."""
+    s = cfg.space
+    if s.bn_mode == "auto":
+        s.bn_mode = "running" if s.name == "proxyless" else "batch"
+    resolve_granularity(cfg)
+    if s.name == "nb201":
+        return build_supernet("nb201", C=s.C, N=s.N, num_classes=num_classes,
+                              in_channels=in_channels, bn_mode=s.bn_mode)
+    if s.name == "proxyless":
+        return build_supernet("proxyless", num_classes=num_classes, in_channels=in_channels,
+                              width_mult=s.width_mult, resolution=s.resolution or 224,
+                              bn_mode=s.bn_mode, stem_stride=s.stem_stride, candidates=s.candidates,
+                              last_channels=s.last_channels)
+    if s.name == "darts":
+        return build_supernet("darts", C=s.C, num_cells=s.num_cells, num_classes=num_classes,
+                              in_channels=in_channels, bn_mode=s.bn_mode, resolution=s.resolution or 32)
+    raise ValueError(f"unknown search space {s.name!r}")
+
+
+def resolve_granularity(cfg: Config) -> str:
+    """``method.pa_granularity`` with ``auto`` resolved (``shared`` for nb201, as the authors'
+    code; ``per_edge`` for proxyless and darts, whose layers differ) and written back into
+    ``cfg`` so the saved config records it."""
+    m = cfg.method
+    if m.pa_granularity == "auto":
+        m.pa_granularity = "shared" if cfg.space.name == "nb201" else "per_edge"
+    return m.pa_granularity
 
 
 @dataclass
@@ -92,6 +120,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.model.parameters(), cfg.optim)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.start_epoch = 0
+        self._dali = None
         self.log = EpochLog(self.out_dir, cfg.run.tensorboard)
         self.ckpt_path = self.out_dir / "checkpoint.pt"
         if resume:
@@ -151,14 +180,31 @@ class Trainer:
         o = self.cfg.optim
         return cosine_lr(global_step, self.total_steps, o.lr, o.lr_min)
 
+    def _loader(self, stream: torch.Tensor, epoch: int):
+        """The epoch's batches ``(images, labels, dataset indices)`` in stream order, from the torch
+        DataLoader or the DALI pipeline (built once, handed a new stream each epoch)."""
+        d = self.cfg.data
+        if d.backend == "torch":
+            return build_loader(self.train_set, stream, d.batch_size, num_workers=d.num_workers,
+                                drop_last=self.drop_last, seed=self.cfg.run.seed, epoch=epoch,
+                                pin_memory=self.device.type == "cuda")
+        if self._dali is None:
+            from pada_fast.data.dali_loader import build_dali_loader
+            augment = "cifar" if d.augment and d.dataset in ("cifar10_folder", "cifar10", "cifar100") else "none"
+            self._dali = build_dali_loader(
+                self.train_set, stream, d.batch_size, num_workers=max(d.num_workers, 1),
+                drop_last=self.drop_last, seed=self.cfg.run.seed, epoch=epoch,
+                device="gpu" if self.device.type == "cuda" else "cpu", augment=augment)
+        else:
+            self._dali.set_epoch(stream, epoch)
+        return self._dali
+
     def train_epoch(self, epoch: int) -> dict:
         cfg = self.cfg
         gen = epoch_generator(cfg.run.seed, epoch)
         stream = self.data_sampler.epoch_stream(gen)
         paths = self.path_sampler.sample_epoch(self.steps_per_epoch, gen)
-        loader = build_loader(self.train_set, stream, cfg.data.batch_size, num_workers=cfg.data.num_workers,
-                              drop_last=self.drop_last, seed=cfg.run.seed, epoch=epoch,
-                              pin_memory=self.device.type == "cuda")
+        loader = self._loader(stream, epoch)
         unbiased = cfg.method.unbiased
         path_weights = self.path_sampler.importance_weights(paths).to(torch.float32) if unbiased else None
         self.model.train()

@@ -1,0 +1,128 @@
+"""``pada-fast build-benchmark``: train sub-models of a space stand-alone and write the ground-truth
+table that ``pada-fast rank`` reads (``arch, accuracy, index``; index = position in the space's
+``all_archs()`` order, which for NAS-Bench-201 is lexicographic in the genes, not the benchmark's
+own order).
+
+Architectures: every one, every functionally distinct one, or a seeded random sample of distinct
+ones. Each is trained ``seeds`` times with the run config's data, optimiser and schedule (uniform
+shuffled epochs, the fused loss) and its test accuracies are averaged. Resumable: each finished
+(architecture, seed) is appended to ``<table>.partial.jsonl`` and skipped when the command runs
+again; the table is rewritten after every architecture.
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pada_fast import ops
+from pada_fast.config import Config
+from pada_fast.data.datasets import build_dataset
+from pada_fast.data.loader import build_loader
+from pada_fast.train.trainer import build_model, build_optimizer, cosine_lr, epoch_generator, resolve_device
+
+from .ground_truth import GroundTruth
+from .inherited import accuracy, fixed_batches
+
+
+def select_archs(supernet, which: str | int, seed: int = 0) -> list[tuple[int, ...]]:
+    """``"all"``, ``"distinct"`` (one per functional equivalence class) or an int: that many
+    distinct architectures drawn at random with ``seed``."""
+    archs = supernet.all_archs()
+    if which == "all":
+        return archs
+    firsts: dict[str, tuple[int, ...]] = {}
+    for a in archs:
+        firsts.setdefault(supernet.functional_arch_key(a), a)
+    distinct = list(firsts.values())
+    if which == "distinct":
+        return distinct
+    n = int(which)
+    if not 1 <= n <= len(distinct):
+        raise ValueError(f"--archs {n}: choose between 1 and {len(distinct)} (the distinct architectures)")
+    return sorted(random.Random(seed).sample(distinct, n))
+
+
+def train_standalone(model, train_set, test_batches, cfg: Config, seed: int, device) -> float:
+    torch.manual_seed(seed)
+    model.to(device)
+    optimizer = build_optimizer(model.parameters(), cfg.optim)
+    bs = cfg.data.batch_size
+    drop_last = len(train_set) >= bs
+    steps = len(train_set) // bs if drop_last else 1
+    total = steps * cfg.optim.epochs
+    for epoch in range(cfg.optim.epochs):
+        stream = torch.randperm(len(train_set), generator=epoch_generator(seed, epoch))
+        loader = build_loader(train_set, stream, bs, num_workers=cfg.data.num_workers, drop_last=drop_last,
+                              seed=seed, epoch=epoch)
+        model.train()
+        for step, (x, y, _) in enumerate(loader):
+            for group in optimizer.param_groups:
+                group["lr"] = cosine_lr(epoch * steps + step, total, cfg.optim.lr, cfg.optim.lr_min)
+            x, y = x.to(device), y.to(device)
+            loss, _ = ops.cross_entropy_with_importance(model(x), y, cfg.optim.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.mean().backward()
+            if cfg.optim.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip, foreach=True)
+            optimizer.step()
+    model.eval()
+    return accuracy(model, None, test_batches)
+
+
+def build_benchmark(cfg: Config, table_path: str | Path, which: str | int = 50, seeds: int = 1,
+                    progress: bool = True) -> GroundTruth:
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    device = resolve_device(cfg.run.device)
+    d = cfg.data
+    train_set = build_dataset(d.dataset, d.root, "train", augment=d.augment, subset=d.train_subset,
+                              seed=cfg.run.seed, download=d.download)
+    test_set = build_dataset(d.dataset, d.root, d.eval_split, augment=False, subset=d.eval_subset,
+                             seed=cfg.run.seed, download=d.download)
+    test_batches = fixed_batches(test_set, d.eval_batch_size, device)
+    supernet = build_model(cfg, train_set.num_classes, train_set.in_channels)
+    archs = select_archs(supernet, which, cfg.run.seed)
+    index_of = {a: i for i, a in enumerate(supernet.all_archs())}
+    table_path = Path(table_path)
+    partial = table_path.with_name(table_path.name + ".partial.jsonl")
+    done: dict[tuple[str, int], float] = {}
+    if partial.exists():
+        for line in partial.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                done[(rec["arch"], rec["seed"])] = rec["accuracy"]
+    table_path.parent.mkdir(parents=True, exist_ok=True)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(archs) * seeds, initial=sum(1 for k in done), desc="stand-alone training")
+    results: list[tuple[str, float, int]] = []
+    started = time.perf_counter()
+    for a in archs:
+        text = supernet.arch_to_str(a)
+        accs = []
+        for s in range(seeds):
+            key = (text, cfg.run.seed + s)
+            if key not in done:
+                acc = train_standalone(supernet.standalone(a), train_set, test_batches, cfg, key[1], device)
+                done[key] = acc
+                with partial.open("a") as f:
+                    f.write(json.dumps({"arch": text, "seed": key[1], "accuracy": acc}) + "\n")
+                if bar is not None:
+                    bar.update(1)
+                else:
+                    print(f"{len(done)}/{len(archs) * seeds} {text} seed {key[1]}: {acc:.2f}% "
+                          f"({time.perf_counter() - started:.0f}s)", flush=True)
+            accs.append(done[key])
+        results.append((text, float(np.mean(accs)), index_of[a]))
+        GroundTruth([r[0] for r in results], [r[1] for r in results], [r[2] for r in results],
+                    dataset=d.dataset, source=str(table_path)).write_table(table_path)
+    if bar is not None:
+        bar.close()
+    return GroundTruth([r[0] for r in results], [r[1] for r in results], [r[2] for r in results],
+                       dataset=d.dataset, source=str(table_path))

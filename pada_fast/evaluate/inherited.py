@@ -1,0 +1,42 @@
+"""Accuracy of sub-models with weights inherited from a trained supernet.
+
+The held-out images are decoded once into fixed batches, so every architecture is judged on
+exactly the same inputs in the same batches (batch-statistics BatchNorm depends on the batching).
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import torch
+
+from pada_fast.data.loader import build_loader
+from pada_fast.spaces import recalibrate_bn
+
+
+def fixed_batches(dataset, batch_size: int, device: torch.device, limit: int | None = None,
+                  seed: int = 0, num_workers: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``limit`` (default all) images of ``dataset`` in order, as device batches."""
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    loader = build_loader(dataset, torch.arange(n), batch_size, num_workers=num_workers, seed=seed)
+    return [(x.to(device), y.to(device)) for x, y, _ in loader]
+
+
+@torch.no_grad()
+def accuracy(model, arch: Sequence[int] | None, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Top-1 accuracy in percent; ``arch=None`` for a stand-alone network."""
+    correct = torch.zeros((), dtype=torch.long)
+    total = 0
+    for x, y in batches:
+        logits = model(x) if arch is None else model(x, arch)
+        correct += (logits.argmax(1) == y).sum().cpu()
+        total += y.shape[0]
+    return 100.0 * correct.item() / max(total, 1)
+
+
+def inherited_accuracy(supernet, arch: Sequence[int], eval_batches, calib_batches=None) -> float:
+    """Accuracy of ``arch`` with supernet weights; running-statistics BN is recalibrated first on
+    ``calib_batches`` when given (batch-statistics BN needs nothing)."""
+    if calib_batches:
+        recalibrate_bn(supernet, arch, calib_batches)
+    supernet.eval()
+    return accuracy(supernet, arch, eval_batches)

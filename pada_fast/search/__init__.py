@@ -1,0 +1,1 @@
+"""Architecture search with inherited supernet weights: evolution, random search, MACs tables."""

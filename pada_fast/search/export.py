@@ -1,0 +1,113 @@
+"""Searched architectures as JSON, and the stand-alone network (fresh weights, for retraining)
+rebuilt from that JSON.
+
+An architecture file holds::
+
+    {"format": "pada_fast.arch/1", "space": "proxyless", "arch": "k3e6|skip|...",
+     "genes": [...], "space_kwargs": {...}, "resolution": 224,
+     "macs": ..., "params": ...,                     # the sub-model in the searched space
+     "network": {"kwargs": {...}},                   # what network_from_spec builds
+     "network_macs": ..., "network_params": ...,     # that network, counted directly
+     "genotype": "Genotype(...)",                    # DARTS only
+     ...anything the caller adds (fitness, true_accuracy, ...)}
+
+For NAS-Bench-201 and ProxylessNAS the network is the sub-model itself (same MACs; parameters
+differ only where the supernet's BatchNorm has no affine part, as NAS-Bench-201's does); for DARTS it is DARTS' evaluation network of the genotype at the supernet's C and cell count
+(``network_from_spec(spec, C=36, num_cells=20)`` gives DARTS' retraining size).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Sequence
+
+from torch import nn
+
+from .flops import CostTable, network_cost, write_json_atomic
+
+FORMAT = "pada_fast.arch/1"
+
+
+def space_kwargs(net) -> dict:
+    """Constructor arguments that rebuild supernet ``net``."""
+    kwargs = net.space_kwargs() if hasattr(net, "space_kwargs") else {}
+    if not kwargs and getattr(net, "space_name", "") == "nb201":
+        kwargs = {"C": net.C, "N": net.N, "num_classes": net.num_classes,
+                  "in_channels": net.in_channels, "bn_mode": net.bn_mode}
+    return kwargs
+
+
+def _network_kwargs(space: str, arch_str: str, kwargs: dict, genotype: str | None) -> dict:
+    if space == "proxyless":
+        keep = ("num_classes", "in_channels", "width_mult", "stem_stride", "last_channels",
+                "resolution")
+        return {"ops": arch_str.split("|"), **{k: kwargs[k] for k in keep if k in kwargs}}
+    if space == "nb201":
+        return {"arch_str": arch_str, **{k: kwargs[k] for k in ("C", "N", "num_classes", "in_channels")
+                                         if k in kwargs}}
+    if space == "darts":
+        return {"genotype": genotype, **{k: kwargs[k] for k in ("C", "num_cells", "num_classes",
+                                                                "in_channels") if k in kwargs}}
+    raise ValueError(f"no stand-alone network builder for space {space!r}")
+
+
+def network_from_spec(spec: dict, **overrides) -> nn.Module:
+    """The stand-alone network of an architecture file (or its loaded dict), with fresh weights
+    and running-statistics BatchNorm; ``overrides`` replace constructor arguments (e.g.
+    ``dropout=0.1`` for ProxylessNAS, ``C=36, num_cells=20, drop_path_prob=0.2`` for DARTS)."""
+    if not isinstance(spec, dict):
+        spec = load_arch(spec)
+    space = spec["space"]
+    kwargs = {**spec["network"]["kwargs"], **overrides}
+    if space == "proxyless":
+        from pada_fast.spaces.proxyless import ProxylessNetwork
+        return ProxylessNetwork(**kwargs)
+    if space == "nb201":
+        from pada_fast.spaces.nb201 import NB201Network
+        from pada_fast.spaces.nb201_arch import str_to_arch
+        return NB201Network(str_to_arch(kwargs.pop("arch_str")), **kwargs)
+    if space == "darts":
+        from pada_fast.spaces.darts import DartsNetwork
+        return DartsNetwork(**kwargs)
+    raise ValueError(f"unknown space {space!r} in architecture file")
+
+
+def arch_spec(net, arch: Sequence[int], table: CostTable | None = None, weights=None,
+              **extra) -> dict:
+    """The architecture file's content for ``arch`` of supernet ``net``; ``table`` supplies the
+    sub-model's MACs/params (built when missing); ``weights`` (DARTS) ranks edges when ``arch``
+    is not genotype-valid (see ``genotype_from_arch``)."""
+    from .flops import build_cost_table
+    arch = tuple(int(g) for g in arch)
+    table = table or build_cost_table(net)
+    arch_str = net.arch_to_str(arch)
+    kwargs = space_kwargs(net)
+    genotype = None
+    if net.space_name == "darts":
+        from pada_fast.spaces.darts_arch import genotype_from_arch, genotype_to_str
+        genotype = genotype_to_str(genotype_from_arch(arch, weights))
+    spec = {"format": FORMAT, "space": net.space_name, "arch": arch_str, "genes": list(arch),
+            "space_kwargs": kwargs, "resolution": table.resolution,
+            "macs": table.macs(arch), "params": table.params(arch)}
+    if genotype is not None:
+        spec["genotype"] = genotype
+    spec["network"] = {"kwargs": _network_kwargs(net.space_name, arch_str, kwargs, genotype)}
+    spec["network_macs"], spec["network_params"] = network_cost(
+        network_from_spec(spec), (table.in_channels, table.resolution, table.resolution))
+    spec.update(extra)
+    return spec
+
+
+def save_arch(spec: dict, path: str | os.PathLike) -> None:
+    write_json_atomic(path, spec, indent=2)
+
+
+def load_arch(path: str | os.PathLike) -> dict:
+    with open(path) as f:
+        spec = json.load(f)
+    if not isinstance(spec, dict) or spec.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a pada_fast architecture file (format {FORMAT})")
+    return spec
+
+
+__all__ = ["arch_spec", "load_arch", "network_from_spec", "save_arch", "space_kwargs"]

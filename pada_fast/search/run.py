@@ -1,0 +1,141 @@
+"""``pada-fast search``: evolution or random search over a trained supernet's sub-models.
+
+Fitness is the top-1 accuracy with inherited weights on the held-out split of the run's config
+(``data.eval_split``, optionally a class-stratified ``eval_subset``), after recalibrating
+running-statistics BatchNorm on a few shuffled training batches when the supernet has any. The
+MACs/parameter table is built from the supernet at ``resolution`` (default: the config's
+``space.resolution``, else the space's own: 224 for ProxylessNAS, 32 otherwise). For
+NAS-Bench-201 a ground truth adds every evaluated architecture's true accuracy.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from .budget import Budget
+from .evolution import evolution_search
+from .export import arch_spec
+from .fitness import GroundTruthLookup, InheritedFitness
+from .flops import build_cost_table, write_json_atomic
+from .random_search import random_search
+
+DEFAULT_RECALIBRATE_BATCHES = 10
+
+
+def has_running_bn(model) -> bool:
+    return any(isinstance(m, _BatchNorm) and m.track_running_stats for m in model.modules())
+
+
+def shuffled_batches(dataset, batch_size: int, num_batches: int, device, seed: int):
+    """``num_batches`` batches of distinct images of ``dataset`` in a seeded random order (class
+    image folders are stored class by class; BN statistics need mixed batches)."""
+    from pada_fast.data.loader import build_loader
+    n = min(len(dataset), batch_size * num_batches)
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
+    loader = build_loader(dataset, order, batch_size, num_workers=0, seed=seed)
+    return [(x.to(device), y.to(device)) for x, y, _ in loader]
+
+
+def run_search(checkpoint: str | Path, out_dir: str | Path, algorithm: str = "evolution", *,
+               max_macs: float | None = None, max_params: float | None = None,
+               resolution: int | None = None, seed: int = 0, resume: bool = False,
+               eval_split: str | None = None, eval_subset: int | None = -1,
+               batch_size: int | None = None, recalibrate_batches: int | None = None,
+               ground_truth: str | None = None, gt_dataset: str | None = None,
+               data_root: str | None = None, device: str = "auto", progress: bool | None = None,
+               top_k: int = 10, evolution: dict | None = None, random: dict | None = None,
+               log=None) -> dict:
+    """Search the supernet in ``checkpoint``; returns a summary (also in ``out_dir/summary.json``).
+    ``evolution``/``random`` hold the algorithm's settings (see :func:`evolution_search`,
+    :func:`random_search`); ``-1`` for ``eval_subset`` means "the config's"."""
+    from pada_fast.data.datasets import build_dataset
+    from pada_fast.evaluate.inherited import fixed_batches
+    from pada_fast.evaluate.rank import load_supernet
+    from pada_fast.train.trainer import resolve_device
+
+    log = log or (lambda text: print(text, flush=True))
+    if algorithm not in ("evolution", "random"):
+        raise ValueError(f"algorithm must be 'evolution' or 'random', got {algorithm!r}")
+    started = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device)
+    model, cfg, _ = load_supernet(checkpoint, dev)
+    model.eval()
+    d = cfg.data
+    resolution = resolution or getattr(cfg.space, "resolution", None)
+    table = build_cost_table(model, resolution)
+    table.save(out / "cost_table.json")
+    budget = Budget(table, max_macs, max_params)
+    low, high = table.bounds("macs")
+    log(f"search space {model.space_name}: {model.num_layers} layers, MACs "
+        f"{low / 1e6:.2f}M..{high / 1e6:.2f}M at {table.resolution}x{table.resolution}; "
+        f"budget: {budget.describe()}")
+
+    split = eval_split or d.eval_split
+    subset = d.eval_subset if eval_subset == -1 else eval_subset
+    eval_set = build_dataset(d.dataset, data_root or d.root, split, augment=False, subset=subset,
+                             seed=seed, download=d.download)
+    eval_batches = fixed_batches(eval_set, batch_size or d.eval_batch_size, dev)
+    calib = None
+    if has_running_bn(model):
+        n = recalibrate_batches
+        if n is None:
+            n = cfg.rank.recalibrate_batches or DEFAULT_RECALIBRATE_BATCHES
+        if n > 0:
+            train_set = build_dataset(d.dataset, data_root or d.root, "train", augment=False,
+                                      seed=seed, download=d.download)
+            calib = shuffled_batches(train_set, d.batch_size, n, dev, seed)
+        log(f"fitness: inherited accuracy on {len(eval_set)} {split} images; BatchNorm "
+            + (f"recalibrated on {len(calib)} training batches of {d.batch_size}" if calib
+               else "running statistics as trained (no recalibration)"))
+    else:
+        log(f"fitness: inherited accuracy on {len(eval_set)} {split} images (batch-statistics BN)")
+    fitness = InheritedFitness(model, eval_batches, calib)
+
+    truth = None
+    gt_path = ground_truth or (cfg.rank.ground_truth if model.space_name == "nb201" else None)
+    gt = None
+    if gt_path:
+        from pada_fast.evaluate.ground_truth import load_ground_truth
+        gt = load_ground_truth(gt_path, gt_dataset or cfg.rank.gt_dataset)
+        truth = GroundTruthLookup(model, gt)
+
+    def export(arch, record):
+        extra = {k: record[k] for k in ("fitness", "true_accuracy", "index", "step", "origin")
+                 if k in record}
+        return arch_spec(model, arch, table, **extra)
+
+    common = dict(seed=seed, out_dir=out, resume=resume, progress=progress, true_accuracy=truth,
+                  export=export, top_k=top_k, log=log)
+    write_json_atomic(out / "search_args.json", {
+        "checkpoint": str(checkpoint), "algorithm": algorithm, "max_macs": max_macs,
+        "max_params": max_params, "resolution": table.resolution, "seed": seed,
+        "eval_split": split, "eval_subset": subset, "eval_images": len(eval_set),
+        "recalibrate_batches": 0 if not calib else len(calib), "ground_truth": gt_path,
+        "evolution": evolution or {}, "random": random or {}}, indent=2)
+    if algorithm == "evolution":
+        result = evolution_search(model, fitness, budget, **(evolution or {}), **common)
+    else:
+        result = random_search(model, fitness, budget, **(random or {}), **common)
+    best = json.loads((out / "best.json").read_text())
+    summary = {"algorithm": algorithm, "space": model.space_name, "checkpoint": str(checkpoint),
+               "best": {k: best.get(k) for k in ("arch", "fitness", "true_accuracy", "macs", "params",
+                                                 "network_macs", "network_params", "genotype")
+                        if k in best},
+               "evaluations": result.evaluations, "budget": budget.to_dict(),
+               "seconds": time.perf_counter() - started, "files": result.files}
+    if gt is not None:
+        summary["benchmark_best"] = {"arch": gt.best(), "accuracy": gt.accuracy(gt.best())}
+        found = [r["true_accuracy"] for r in result.records if r.get("true_accuracy") is not None]
+        if found:
+            summary["best_true_accuracy_evaluated"] = max(found)
+    write_json_atomic(out / "summary.json", summary, indent=2)
+    return summary
+
+
+__all__ = ["has_running_bn", "run_search", "shuffled_batches"]
