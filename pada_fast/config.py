@@ -46,7 +46,8 @@ def bounded(default, low=None, high=None, help: str = ""):
 
 @dataclass
 class DataConfig:
-    dataset: str = choice("digits", "digits", "cifar10_folder", "cifar10", "cifar100", "fashion_mnist")
+    dataset: str = choice("digits", "digits", "cifar10_folder", "imagenet_folder", "cifar10", "cifar100",
+                          "fashion_mnist")
     root: str | None = None                 # dataset root (image-folder tree holds train/ and test/)
     download: bool = False                  # torchvision datasets: fetch when missing
     train_subset: int | None = None         # class-stratified subset of the training split
@@ -236,7 +237,7 @@ def config_from_dict(values: dict) -> Config:
 
 def check_paths(cfg: Config) -> None:
     """Missing data paths are configuration errors too: report them before any work starts."""
-    needs_root = cfg.data.dataset in ("cifar10_folder", "fashion_mnist") or (
+    needs_root = cfg.data.dataset in ("cifar10_folder", "imagenet_folder", "fashion_mnist") or (
         cfg.data.dataset in ("cifar10", "cifar100") and not cfg.data.download)
     if needs_root and cfg.data.dataset != "fashion_mnist" and not cfg.data.root:
         raise ConfigError(f"data.root is required for data.dataset={cfg.data.dataset}")

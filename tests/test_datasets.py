@@ -242,3 +242,28 @@ def test_build_dataset_folder_subset_and_transform(tmp_path):
     mean = torch.tensor(T.CIFAR10_MEAN).view(3, 1, 1)
     std = torch.tensor(T.CIFAR10_STD).view(3, 1, 1)
     assert torch.allclose(image, (raw - mean) / std, atol=1e-6)
+
+
+def test_imagenet_folder_transforms(tmp_path):
+    from PIL import Image
+    import numpy as np
+    from pada_fast.data.datasets import build_dataset
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for cls in ("n01", "n02"):
+            d = tmp_path / split / cls
+            d.mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray(rng.integers(0, 255, (300, 260 + 40 * i, 3), dtype=np.uint8)).save(d / f"{i}.jpg")
+    train = build_dataset("imagenet_folder", tmp_path, "train", augment=True)
+    val = build_dataset("imagenet_folder", tmp_path, "test")
+    assert len(train) == len(val) == 4 and train.num_classes == 2
+    g = torch.Generator().manual_seed(0)
+    x, y = train.sample(0, g)
+    assert x.shape == (3, 224, 224) and x.dtype == torch.float32
+    x2, _ = train.sample(0, torch.Generator().manual_seed(0))
+    assert torch.equal(x, x2)
+    v, _ = val[3]
+    assert v.shape == (3, 224, 224)
+    with pytest.raises(FileNotFoundError, match="train/ and val/"):
+        build_dataset("imagenet_folder", tmp_path / "nothing", "test")

@@ -23,7 +23,7 @@ from .subset import stratified_subset_indices
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 SPLITS = ("train", "test")
-DATASET_NAMES = ("cifar10_folder", "cifar10", "cifar100", "fashion_mnist", "digits")
+DATASET_NAMES = ("cifar10_folder", "imagenet_folder", "cifar10", "cifar100", "fashion_mnist", "digits")
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                          "Sneaker", "Bag", "Ankle boot")
@@ -302,6 +302,8 @@ def load_torchvision_cifar(root: str | os.PathLike, train: bool = True, download
 
 
 def _transform_for(name: str, dataset: ImageDataset, augment: bool):
+    if name == "imagenet_folder":
+        return T.imagenet_train_transform() if augment else T.imagenet_eval_transform()
     if name in ("cifar10_folder", "cifar10", "cifar100"):
         mean, std = ((T.CIFAR100_MEAN, T.CIFAR100_STD) if name == "cifar100"
                      else (T.CIFAR10_MEAN, T.CIFAR10_STD))
@@ -320,7 +322,8 @@ def build_dataset(name: str, root: Optional[str | os.PathLike] = None, split: st
                   download: bool = False) -> ImageDataset:
     """The dataset ``name`` with its standard transform (augmented if ``augment``).
 
-    name: 'cifar10_folder' (root holds train/ and test/ image-folder trees), 'cifar10' /
+    name: 'cifar10_folder' (root holds train/ and test/ image-folder trees), 'imagenet_folder'
+    (root holds train/ and val/; random-resized-crop 224 + flip, or resize 256 + centre crop), 'cifar10' /
     'cifar100' (torchvision layout under root), 'fashion_mnist' (IDX files in root, default
     /usr/share/datasets/fashion-mnist), 'digits' (bundled with scikit-learn; root ignored).
     ``subset``: keep a class-stratified subset of that many samples chosen with ``seed`` (the
@@ -338,6 +341,14 @@ def build_dataset(name: str, root: Optional[str | os.PathLike] = None, split: st
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"'cifar10_folder' root {root} must hold train/ and test/ "
                                     f"image-folder trees, but {folder} is missing")
+        dataset = ImageFolderDataset(folder)
+    elif name == "imagenet_folder":
+        # ImageNet's usual layout names the held-out split val/; test/ is accepted too.
+        folders = [os.path.join(os.fspath(root), d) for d in (("train",) if train else ("val", "test"))]
+        folder = next((f for f in folders if os.path.isdir(f)), None)
+        if folder is None:
+            raise FileNotFoundError(f"'imagenet_folder' root {root} must hold train/ and val/ image-folder "
+                                    f"trees; missing {' or '.join(folders)}")
         dataset = ImageFolderDataset(folder)
     elif name in ("cifar10", "cifar100"):
         dataset = load_torchvision_cifar(root, train, download, name)

@@ -28,6 +28,9 @@ FASHION_MNIST_STD = (0.3530,)
 DIGITS_MEAN = (0.3053,)
 DIGITS_STD = (0.3759,)
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 Transform = Callable[[torch.Tensor, Optional[torch.Generator]], torch.Tensor]
 
 
@@ -160,3 +163,72 @@ def grey_train_transform(mean, std, size: int, padding: Optional[int] = None) ->
     if padding is None:
         padding = max(1, size // 8)
     return Compose([RandomCrop(size, padding), ToFloat(), Normalize(mean, std)])
+
+
+def _resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Bilinear, antialiased resize of a uint8 or float CHW image; returns the input dtype."""
+    dtype = image.dtype
+    out = F.interpolate(image[None].float(), size=(height, width), mode="bilinear", align_corners=False,
+                        antialias=True)[0]
+    return out.round().clamp(0, 255).to(dtype) if dtype == torch.uint8 else out
+
+
+class RandomResizedCrop:
+    """ImageNet training crop: a random window covering ``scale`` of the area with aspect ratio in
+    ``ratio`` (log-uniform), resized to ``size``; 10 tries, then a central crop, as torchvision."""
+
+    accepts_generator = True
+
+    def __init__(self, size: int = 224, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+        self.size, self.scale, self.ratio = size, scale, ratio
+
+    def __call__(self, image: torch.Tensor, generator: Optional[torch.Generator] = None):
+        import math
+        height, width = image.shape[-2:]
+        area = height * width
+        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        for _ in range(10):
+            u = torch.rand(2, generator=generator, dtype=torch.float64).tolist()
+            target = area * (self.scale[0] + u[0] * (self.scale[1] - self.scale[0]))
+            aspect = math.exp(log_ratio[0] + u[1] * (log_ratio[1] - log_ratio[0]))
+            w = int(round(math.sqrt(target * aspect)))
+            h = int(round(math.sqrt(target / aspect)))
+            if 0 < w <= width and 0 < h <= height:
+                top = int(torch.randint(0, height - h + 1, (), generator=generator))
+                left = int(torch.randint(0, width - w + 1, (), generator=generator))
+                return _resize(image[..., top: top + h, left: left + w], self.size, self.size)
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        return _resize(image[..., top: top + side, left: left + side], self.size, self.size)
+
+    def __repr__(self):
+        return f"RandomResizedCrop(size={self.size}, scale={self.scale}, ratio={self.ratio})"
+
+
+class ResizeCenterCrop:
+    """ImageNet evaluation: shorter side to ``resize``, then the central ``size`` x ``size``."""
+
+    accepts_generator = True
+
+    def __init__(self, resize: int = 256, size: int = 224):
+        self.resize, self.size = resize, size
+
+    def __call__(self, image: torch.Tensor, generator: Optional[torch.Generator] = None):
+        height, width = image.shape[-2:]
+        scale = self.resize / min(height, width)
+        h, w = max(self.size, round(height * scale)), max(self.size, round(width * scale))
+        image = _resize(image, h, w)
+        top, left = (h - self.size) // 2, (w - self.size) // 2
+        return image[..., top: top + self.size, left: left + self.size]
+
+    def __repr__(self):
+        return f"ResizeCenterCrop(resize={self.resize}, size={self.size})"
+
+
+def imagenet_train_transform(size: int = 224) -> Compose:
+    return Compose([RandomResizedCrop(size), RandomHorizontalFlip(), ToFloat(),
+                    Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def imagenet_eval_transform(size: int = 224, resize: int = 256) -> Compose:
+    return Compose([ResizeCenterCrop(resize, size), ToFloat(), Normalize(IMAGENET_MEAN, IMAGENET_STD)])
