@@ -121,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=cmd_quickstart)
+
+    from pada_fast.search.cli import add_search_parser
+    add_search_parser(sub)
+    from pada_fast.evaluate.gv_cli import add_gv_parser
+    add_gv_parser(sub)
     return parser
 
 

@@ -106,6 +106,16 @@ class RunConfig:
     log_interval: int = bounded(50, 1)
     tensorboard: bool = False
     progress: str = choice("auto", "auto", "bar", "lines")
+    # Checkpoints: every N optimiser steps inside an epoch as well (0: at epoch ends only), so a
+    # crash loses at most N steps; the newest keep_checkpoints numbered files are kept.
+    checkpoint_every_steps: int = bounded(0, 0)
+    keep_checkpoints: int = bounded(2, 1)
+    # Steps whose loss or gradients are not finite are skipped (no weight, momentum, p or q
+    # update): at most this many in a row, and this many in total (None: no limit); the next one
+    # stops training with a message (0: stop at the first).
+    nonfinite_max_consecutive: int = bounded(10, 0)
+    nonfinite_max_total: int | None = bounded(None, 0)
+    gv_draws: int = bounded(0, 0)           # >0: gradient variance after every epoch, K draws (gv.jsonl)
 
 
 @dataclass

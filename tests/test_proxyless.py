@@ -188,3 +188,25 @@ def test_build_model_from_config():
     assert resolve_granularity(cfg) == "per_edge"
     assert model.layer_candidates()[1] == ["k3e3", "k5e3", "skip"]
     assert isinstance(build_supernet("proxyless", width_mult=0.25), ProxylessSuperNet)
+
+
+def test_imagenet_config_is_valid_apart_from_the_dataset_entry():
+    """configs/proxyless_imagenet.yaml loads once the data module knows 'imagenet_folder'; every
+    other value is checked here already."""
+    from pathlib import Path
+
+    import yaml
+
+    from pada_fast.config import DataConfig, apply_dict, load_config
+    path = Path(__file__).resolve().parents[1] / "configs" / "proxyless_imagenet.yaml"
+    values = yaml.safe_load(path.read_text())
+    assert values["data"]["dataset"] == "imagenet_folder"
+    known = DataConfig.__dataclass_fields__["dataset"].metadata["choices"]
+    if "imagenet_folder" in known:
+        cfg = load_config(path)
+    else:
+        values["data"]["dataset"] = "cifar10_folder"
+        cfg = apply_dict(Config(), values)
+    assert cfg.space.name == "proxyless" and cfg.optim.epochs == 120 and cfg.data.batch_size == 2048
+    assert (cfg.optim.lr, cfg.optim.lr_min, cfg.optim.weight_decay) == (0.5, 5e-4, 4e-5)
+    assert cfg.method.name == "pada" and cfg.data.backend == "dali"

@@ -2,7 +2,8 @@
 
 Order: the extension built at install time (``pada_fast._C``), then a just-in-time build of
 ``csrc/`` with ninja cached under ``$PADA_FAST_CACHE`` (default ``~/.cache/pada_fast``), which is
-the route after an isolated ``pip install -e .``. If neither works, one warning says why and the
+the route after an isolated ``pip install -e .`` (``PADA_FAST_FORCE_JIT=1`` takes it even when an
+installed extension exists). If neither works, one warning says why and the
 reference ops in :mod:`pada_fast.ops.reference` serve.
 """
 from __future__ import annotations
@@ -86,11 +87,14 @@ def load() -> LibraryStatus:
         STATUS.reason = "disabled by PADA_FAST_DISABLE_LIBRARY"
     else:
         errors = []
-        try:
-            from pada_fast import _C  # noqa: F401  (registers the ops on import)
-            STATUS.source = "installed"
-        except ImportError as exc:
-            errors.append(f"no installed extension ({exc})")
+        if os.environ.get("PADA_FAST_FORCE_JIT"):
+            errors.append("installed extension skipped (PADA_FAST_FORCE_JIT)")
+        else:
+            try:
+                from pada_fast import _C  # noqa: F401  (registers the ops on import)
+                STATUS.source = "installed"
+            except ImportError as exc:
+                errors.append(f"no installed extension ({exc})")
         if not _op_registered() and REPO_CSRC.is_dir() and not os.environ.get("PADA_FAST_NO_JIT"):
             try:
                 _jit_build()

@@ -1,1 +1,18 @@
-"""Architecture search with inherited supernet weights: evolution, random search, MACs tables."""
+"""Architecture search with inherited supernet weights (DESIGN §2, §7): evolution and random
+search under a MACs/parameter budget, MACs lookup tables counted with PyTorch's flop counter, and
+export of the result as an architecture file that rebuilds the stand-alone network.
+
+``pada-fast search`` (:mod:`.cli`, :func:`.run.run_search`) drives it from a training checkpoint;
+the pieces work on their own too (any object with ``layer_candidates()`` and ``arch_to_str`` is a
+searchable space, any callable a fitness)."""
+from .budget import Budget, InfeasibleBudgetError
+from .core import SearchResult
+from .evolution import evolution_search
+from .export import arch_spec, load_arch, network_from_spec, save_arch
+from .fitness import GroundTruthLookup, InheritedFitness
+from .flops import CostTable, build_cost_table, count_macs, network_cost
+from .random_search import random_search
+
+__all__ = ["Budget", "CostTable", "GroundTruthLookup", "InfeasibleBudgetError", "InheritedFitness",
+           "SearchResult", "arch_spec", "build_cost_table", "count_macs", "evolution_search",
+           "load_arch", "network_cost", "network_from_spec", "random_search", "save_arch"]

@@ -5,12 +5,14 @@ Outputs in ``out_dir`` (rewritten after every generation or round, each atomical
 
 * ``search_state.json`` — settings, every evaluation record and the RNG state after the last
   finished step; ``resume=True`` continues from it and reaches exactly the result of an
-  uninterrupted run (the fitness must be deterministic);
+  uninterrupted run (the fitness must be deterministic). Settings must match, except the number
+  of generations/rounds: raising it extends a finished search;
 * ``history.jsonl`` — one record per evaluated architecture: ``index, step, origin, arch, genes,
   fitness, macs, params`` and ``true_accuracy`` when a ground truth is known;
 * ``best.json`` — the best architecture (the caller's ``export`` may turn it into an architecture
   file, see :mod:`.export`), ``top.json`` — the best ``top_k`` records;
-* ``search.png`` — fitness vs MACs of every evaluation, coloured by generation/round.
+* ``search.png`` — fitness vs MACs of every evaluation, coloured by generation/round (redrawn
+  at the end, and at most once a minute during the search).
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ from .operators import arch_key
 
 Arch = tuple[int, ...]
 STATE_FILE = "search_state.json"
+PLOT_INTERVAL = 60.0
+EXTENDABLE = ("generations", "rounds")
 
 
 @dataclass
@@ -82,6 +86,7 @@ class SearchRun:
         self.rng = np.random.default_rng(seed)
         self.next_step = 0
         self.started = time.perf_counter()
+        self._last_plot = self.started
         if resume:
             self._load()
         self.bar = None
@@ -101,16 +106,18 @@ class SearchRun:
             raise FileNotFoundError(f"cannot resume: {path} does not exist; start without resume")
         state = json.loads(path.read_text())
         saved = state["settings"]
-        if saved != json.loads(json.dumps(self.settings)):
-            diff = sorted(k for k in set(saved) | set(self.settings)
-                          if saved.get(k) != json.loads(json.dumps(self.settings.get(k))))
+        now = json.loads(json.dumps(self.settings))
+        # The length of the search may change: more generations/rounds extend a finished run.
+        diff = sorted(k for k in set(saved) | set(now)
+                      if k not in EXTENDABLE and saved.get(k) != now.get(k))
+        if diff:
             raise ValueError(f"cannot resume {path}: it was started with different settings: "
                              + ", ".join(f"{k}={saved.get(k)!r} (now {self.settings.get(k)!r})"
                                          for k in diff))
         self.records = state["records"]
         self.seen = {arch_key(self.space, r["genes"]) for r in self.records}
         self.rng.bit_generator.state = state["rng"]
-        self.next_step = int(state["next_step"])
+        self.next_step = min(int(state["next_step"]), self.total_steps)
         self.log(f"resumed {self.algorithm} from {path}: {self.next_step}/{self.total_steps} "
                  f"{self.step_name}s done, {len(self.records)} evaluations")
 
@@ -171,7 +178,7 @@ class SearchRun:
                  f"{time.perf_counter() - self.started:.0f}s")
 
     # -- outputs ---------------------------------------------------------------------------------
-    def _write_outputs(self) -> dict:
+    def _write_outputs(self, final: bool = False) -> dict:
         files = {}
         if self.out_dir is None or not self.records:
             return files
@@ -189,17 +196,20 @@ class SearchRun:
         best_doc = self.export(tuple(best["genes"]), best) if self.export else dict(best)
         write_json_atomic(out / "best.json", best_doc, indent=2)
         files["best"] = str(out / "best.json")
-        try:
-            from .plots import search_plot
-            files["plot"] = search_plot(self.records, out / "search.png", step_name=self.step_name,
-                                        max_macs=self.budget.max_macs,
-                                        title=f"{self.algorithm} on {self.settings['space']}")
-        except ImportError:   # matplotlib missing: everything else is written
-            pass
+        # The figure is redrawn at the end and at most every PLOT_INTERVAL seconds before.
+        if final or time.perf_counter() - self._last_plot >= PLOT_INTERVAL:
+            try:
+                from .plots import search_plot
+                files["plot"] = search_plot(self.records, out / "search.png",
+                                            step_name=self.step_name, max_macs=self.budget.max_macs,
+                                            title=f"{self.algorithm} on {self.settings['space']}")
+                self._last_plot = time.perf_counter()
+            except ImportError:   # matplotlib missing: everything else is written
+                pass
         return files
 
     def result(self) -> SearchResult:
-        files = self._write_outputs()
+        files = self._write_outputs(final=True)
         if not self.records:
             raise RuntimeError("the search evaluated no architecture")
         return SearchResult(best=self.top(1)[0], top=self.top(), records=list(self.records),

@@ -4,9 +4,10 @@ Generation 0 is ``population`` distinct random architectures within the budget. 
 generation makes ``mutation_children`` children by mutating a parent and ``crossover_children``
 by crossing two parents, where the parents are the ``parents`` fittest architectures evaluated so
 far; a child that breaks the budget or was already evaluated is drawn again (up to
-``max_tries``; should the budget leave nothing new to breed, a random new architecture stands in,
-recorded with origin ``random``). ``generations`` counts generation 0, so the defaults (50, 20,
-25 + 25) evaluate 20 x 50 = 1,000 architectures. Fitness is maximised.
+``max(100, max_tries // 100)`` times; should that find nothing new, a random new architecture
+within the budget stands in, recorded with origin ``random``). ``generations`` counts
+generation 0, so the defaults (50, 20, 25 + 25) evaluate 20 x 50 = 1,000 architectures. Fitness
+is maximised.
 """
 from __future__ import annotations
 
@@ -45,6 +46,8 @@ def evolution_search(space, fitness: Callable[[Arch], float], budget: Budget | N
                     true_accuracy, export, top_k, total_steps=generations, step_name="generation",
                     log=log)
     rng = run.rng
+    # A converged parent pool can keep producing known children; give up on breeding early.
+    breed_tries = max(100, max_tries // 100)
     for gen in range(run.next_step, generations):
         pending: set = set()
 
@@ -74,7 +77,7 @@ def evolution_search(space, fitness: Callable[[Arch], float], budget: Budget | N
                         i, j = rng.choice(len(pool), size=2, replace=len(pool) < 2)
                         return crossover(space, pool[int(i)], pool[int(j)], rng)
                 try:
-                    arch = budget.sample(draw, max_tries, fresh, f"{origin} child")
+                    arch = budget.sample(draw, breed_tries, fresh, f"{origin} child")
                 except InfeasibleBudgetError:
                     arch, origin = draw_random("replacement child"), "random"
                 pending.add(run.key(arch))

@@ -12,7 +12,8 @@ An architecture file holds::
      ...anything the caller adds (fitness, true_accuracy, ...)}
 
 For NAS-Bench-201 and ProxylessNAS the network is the sub-model itself (same MACs; parameters
-differ only where the supernet's BatchNorm has no affine part, as NAS-Bench-201's does); for DARTS it is DARTS' evaluation network of the genotype at the supernet's C and cell count
+differ only where the supernet's BatchNorm has no affine part, as NAS-Bench-201's does); for
+DARTS it is DARTS' evaluation network of the genotype at the supernet's C and cell count
 (``network_from_spec(spec, C=36, num_cells=20)`` gives DARTS' retraining size).
 """
 from __future__ import annotations

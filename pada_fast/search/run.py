@@ -64,7 +64,7 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, algorithm: str = "ev
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
-    model, cfg, _ = load_supernet(checkpoint, dev)
+    model, cfg, state = load_supernet(checkpoint, dev)
     model.eval()
     d = cfg.data
     resolution = resolution or getattr(cfg.space, "resolution", None)
@@ -134,6 +134,12 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, algorithm: str = "ev
         found = [r["true_accuracy"] for r in result.records if r.get("true_accuracy") is not None]
         if found:
             summary["best_true_accuracy_evaluated"] = max(found)
+    if model.space_name == "darts" and cfg.method.name in ("pa", "pada"):
+        # DARTS' derivation from PA's final per-edge distribution, for comparison with the search.
+        from pada_fast.spaces.darts_arch import derive_genotype, genotype_to_str
+        p = state.get("path_sampler", {}).get("p")
+        if p is not None:
+            summary["pa_genotype"] = genotype_to_str(derive_genotype(p.numpy()))
     write_json_atomic(out / "summary.json", summary, indent=2)
     return summary
 
