@@ -5,6 +5,8 @@ errors that name the key, before any work starts. Every run saves its resolved c
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -50,9 +52,9 @@ class DataConfig:
                           "fashion_mnist")
     root: str | None = None                 # dataset root (image-folder tree holds train/ and test/)
     download: bool = False                  # torchvision datasets: fetch when missing
-    train_subset: int | None = None         # class-stratified subset of the training split
+    train_subset: int | None = bounded(None, 1)  # class-stratified subset of the training split
     eval_split: str = choice("test", "test", "train")
-    eval_subset: int | None = None          # held-out images used for ranking
+    eval_subset: int | None = bounded(None, 1)   # held-out images used for ranking
     augment: bool = True
     batch_size: int = bounded(64, 1)
     eval_batch_size: int = bounded(256, 1)
@@ -93,7 +95,7 @@ class OptimConfig:
     momentum: float = bounded(0.9, 0.0, 1.0)
     nesterov: bool = False
     weight_decay: float = bounded(2.5e-4, 0.0)
-    grad_clip: float | None = 5.0
+    grad_clip: float | None = bounded(5.0, 0.0)  # max gradient norm; null or 0 turns clipping off
     label_smoothing: float = bounded(0.0, 0.0, 1.0)
 
 
@@ -101,8 +103,9 @@ class OptimConfig:
 class RunConfig:
     out_dir: str = "runs/default"
     seed: int = 0
-    device: str = "auto"                    # auto, cpu, cuda, cuda:N
-    threads: int | None = None              # torch CPU threads (None: torch's default)
+    device: str = field(default="auto", metadata={"pattern": r"auto|cpu|cuda(:\d+)?",
+                                                  "help": "auto, cpu, cuda or cuda:N"})
+    threads: int | None = bounded(None, 1)  # torch CPU threads (None: torch's default)
     log_interval: int = bounded(50, 1)
     tensorboard: bool = False
     progress: str = choice("auto", "auto", "bar", "lines")
@@ -183,6 +186,11 @@ def _set_field(section_obj, section: str, key: str, value: Any) -> None:
     allowed = f.metadata.get("choices")
     if allowed and converted not in allowed:
         raise ConfigError(f"config key '{section}.{key}' must be one of {', '.join(allowed)}; got {converted!r}")
+    if isinstance(converted, float) and not math.isfinite(converted):
+        raise ConfigError(f"config key '{section}.{key}' must be a finite number, got {value!r}")
+    pattern = f.metadata.get("pattern")
+    if pattern and converted is not None and not re.fullmatch(pattern, converted):
+        raise ConfigError(f"config key '{section}.{key}' must look like {f.metadata['help']}, got {converted!r}")
     low, high = f.metadata.get("low"), f.metadata.get("high")
     if converted is not None and ((low is not None and converted < low) or (high is not None and converted > high)):
         rng = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
@@ -231,7 +239,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
-            values = _yaml_load(path.read_text()) or {}
+            values = _yaml_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
         apply_dict(cfg, values, source=str(path))

@@ -199,6 +199,23 @@ def _number(value, where: str) -> float:
     return number
 
 
+def _index(value, where: str) -> int:
+    """A benchmark index: an integer (or integral float/string) within int64, never truncated."""
+    number = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str):
+        try:
+            number = int(value.strip())
+        except ValueError:
+            number = None
+    if number is None or not -2**63 <= number < 2**63:
+        raise ValueError(f"{where}: index {value!r} is not an integer within int64")
+    return number
+
+
 def _check_dataset(dataset: str) -> None:
     if dataset not in NATS_COLUMNS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(NATS_COLUMNS)}")
@@ -240,7 +257,10 @@ def read_table(path: str | os.PathLike) -> GroundTruth:
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path} is not valid JSON: {err}") from err
         if isinstance(data, dict):
-            archs = list(data)
+            empty = [a for a in data if not a.strip()]
+            if empty:
+                raise ValueError(f"{path} maps an empty architecture name to {data[empty[0]]!r}")
+            archs = [a.strip() for a in data]
             accuracies = [_number(v, f"{path} entry {a!r}") for a, v in data.items()]
             return GroundTruth(archs, accuracies, source=path)
         if not isinstance(data, list):
@@ -266,9 +286,9 @@ def _from_records(records: list, path: str) -> GroundTruth:
     for row, record in enumerate(records):
         if not isinstance(record, dict) or "arch" not in record or "accuracy" not in record:
             raise ValueError(f"{path} record {row} is {record!r}; each needs 'arch' and 'accuracy'")
-        arch = str(record["arch"]).strip()
-        if not arch:
-            raise ValueError(f"{path} record {row} has an empty 'arch'")
+        if not isinstance(record["arch"], str) or not record["arch"].strip():
+            raise ValueError(f"{path} record {row} has 'arch' {record['arch']!r}; it must be a non-empty string")
+        arch = record["arch"].strip()
         archs.append(arch)
         accuracies.append(_number(record["accuracy"], f"{path} record {row} ({arch})"))
         index = record.get("index")
@@ -279,10 +299,7 @@ def _from_records(records: list, path: str) -> GroundTruth:
         raise ValueError(f"{path}: some records have an 'index' and some do not (first differing "
                          f"record {row}); give every record an index or none")
     if all(given):
-        try:
-            indices = [int(i) for i in indices]
-        except (TypeError, ValueError):
-            raise ValueError(f"{path}: every 'index' must be an integer") from None
+        indices = [_index(i, f"{path} record {row}") for row, i in enumerate(indices)]
     else:
         indices = None
     return GroundTruth(archs, accuracies, indices, source=path)
@@ -315,6 +332,17 @@ def read_nb201_api(path: str | os.PathLike, dataset: str = "cifar10") -> GroundT
 
 
 def load_ground_truth(path: str | os.PathLike, dataset: str = "cifar10") -> GroundTruth:
+    """See :func:`_load_ground_truth`; decoding and CSV-format failures are reported as
+    ``ValueError`` naming the file."""
+    try:
+        return _load_ground_truth(path, dataset)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{os.fspath(path)} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except csv.Error as exc:
+        raise ValueError(f"{os.fspath(path)} is not a readable CSV table: {exc}") from None
+
+
+def _load_ground_truth(path: str | os.PathLike, dataset: str = "cifar10") -> GroundTruth:
     """Read ground truth from ``path`` with the right reader: a directory or .pth/.pickle file is
     the official NAS-Bench-201 file, a CSV whose header has ``ArchitectureString`` is the NATS-Bench
     export, other .csv/.json files are plain tables (one accuracy column; ``dataset`` is then

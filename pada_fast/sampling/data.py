@@ -138,7 +138,8 @@ class ImportanceDataSampler:
         seen = self.count > 0
         s = torch.where(seen, self.score_sum.to(torch.float64) / self.count.clamp_min(1), 0.0)
         total = s.sum()
-        ok = torch.isfinite(total) & (total > 0)
+        # Scores are norms (>= 0); a negative one from a caller would give a negative q.
+        ok = torch.isfinite(total) & (total > 0) & (s >= 0).all()
         n = self.num_samples
         mixed = tau * (s / torch.where(ok, total, 1.0)) + (1.0 - tau) / n
         q = torch.where(ok, mixed, torch.full_like(s, 1.0 / n))
