@@ -20,7 +20,7 @@ from pada_fast.train import checkpoint
 from pada_fast.train.trainer import build_model, resolve_device
 
 from .ground_truth import load_ground_truth
-from .inherited import fixed_batches, inherited_accuracy
+from .inherited import fixed_batches, inherited_accuracy, to_channels_last
 from .metrics import ranking_metrics
 from .plots import scatter_plot
 
@@ -53,11 +53,13 @@ def rank_supernet(checkpoint_path: str | Path, out_dir: str | Path, ground_truth
     batch_size = batch_size or d.eval_batch_size
     eval_set = build_dataset(d.dataset, data_root or d.root, d.eval_split, augment=False, subset=subset,
                              seed=seed, download=d.download)
-    eval_batches = fixed_batches(eval_set, batch_size, dev)
+    model = to_channels_last(model)
+    eval_batches = fixed_batches(eval_set, batch_size, dev, channels_last=True)
     calib = None
     if cfg.space.bn_mode == "running" and r.recalibrate_batches:
         train_set = build_dataset(d.dataset, data_root or d.root, "train", augment=False, seed=seed)
-        calib = fixed_batches(train_set, d.batch_size, dev, limit=r.recalibrate_batches * d.batch_size)
+        calib = fixed_batches(train_set, d.batch_size, dev, limit=r.recalibrate_batches * d.batch_size,
+                              channels_last=True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     archs = table.arch_strs
