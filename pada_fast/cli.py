@@ -41,10 +41,26 @@ def _config(args):
 
 
 def cmd_train(args) -> int:
-    from pada_fast.train.trainer import Trainer
-    result = Trainer(_config(args), resume=args.resume).fit()
-    print(f"done in {result['train_time']:.1f}s; checkpoint {result['checkpoint']}")
-    return 0
+    """Single process, or one rank of a ``torchrun`` launch (WORLD_SIZE > 1): see
+    ``pada_fast.train.distributed``."""
+    from pada_fast.train import distributed
+
+    def train() -> int:
+        from pada_fast.train.trainer import Trainer
+        try:
+            trainer = Trainer(_config(args), resume=args.resume)
+            result = trainer.fit()
+        finally:
+            distributed.teardown()
+        if trainer.dist.is_main:
+            print(f"done in {result['train_time']:.1f}s; checkpoint {result['checkpoint']}")
+        return 0
+
+    if distributed.launched():
+        # torchrun's error file: its end-of-run summary then shows the failing rank's traceback.
+        from torch.distributed.elastic.multiprocessing.errors import record
+        return record(train)()
+    return train()
 
 
 def cmd_rank(args) -> int:

@@ -75,6 +75,8 @@ class SpaceConfig:
     last_channels: int = bounded(1280, 1)   # proxyless: width of the final 1x1 conv
     candidates: str | None = None           # proxyless: "k3e3,k3e6,...,skip" or 21 ';'-separated sets
     resolution: int | None = None           # MACs-table input size; None: 224 proxyless, 32 otherwise
+    # multi-process runs: batch-statistics BN over the global batch instead of each rank's shard
+    sync_bn: bool = False
 
 
 @dataclass
@@ -119,6 +121,9 @@ class RunConfig:
     nonfinite_max_consecutive: int = bounded(10, 0)
     nonfinite_max_total: int | None = bounded(None, 0)
     gv_draws: int = bounded(0, 0)           # >0: gradient variance after every epoch, K draws (gv.jsonl)
+    dist_timeout_s: float = bounded(1800.0, 1.0)   # torchrun runs: collective timeout (hung rank)
+    # weights and activations; float64 for numerical checks (e.g. the distributed equivalence tests)
+    dtype: str = choice("float32", "float32", "float64")
 
 
 @dataclass

@@ -13,6 +13,7 @@ when ``q`` is uniform.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 
@@ -57,6 +58,9 @@ class UniformDataSampler:
 
     def record(self, indices: torch.Tensor, importance: torch.Tensor) -> None:
         pass
+
+    def reduce_(self, all_reduce_sum: Callable[[torch.Tensor], object]) -> None:
+        """Nothing to combine across processes (see ``ImportanceDataSampler.reduce_``)."""
 
     def end_epoch(self, next_epoch: int, epochs: int) -> None:
         mix_weight("off", next_epoch, epochs)   # same argument checks as the importance sampler
@@ -132,6 +136,17 @@ class ImportanceDataSampler:
         return torch.searchsorted(self._cdf, u, right=True).clamp_(max=self.num_samples - 1)
 
     # -- epoch boundary -------------------------------------------------------------------------
+    def reduce_(self, all_reduce_sum: Callable[[torch.Tensor], object]) -> None:
+        """Combine the epoch's scores of all processes before ``end_epoch``: under distributed
+        training each rank records only its own shard's samples. ``all_reduce_sum`` sums a tensor
+        over processes in place (e.g. ``torch.distributed.all_reduce``); one call, on a
+        ``[2, N]`` buffer of ``score_sum`` and ``count``. The sampler itself stays free of
+        torch.distributed."""
+        buffer = torch.stack([self.score_sum, self.count])
+        all_reduce_sum(buffer)
+        self.score_sum.copy_(buffer[0])
+        self.count.copy_(buffer[1])
+
     def end_epoch(self, next_epoch: int, epochs: int) -> None:
         """Set ``q`` for epoch ``next_epoch`` (0-based) of ``epochs`` and reset the scores."""
         tau = mix_weight(self.schedule, next_epoch, epochs)

@@ -7,6 +7,11 @@ per-operation gradient norms (fused op) and every sample's importance, which the
 computed from the same logits, by dataset index. At the epoch's end both samplers update their
 distributions. Statistics stay on the device; the host reads them at log intervals and at the
 epoch's end only.
+
+Under ``torchrun`` (see :mod:`.distributed`) every rank draws the same paths and global stream,
+trains its strided shard of each global batch, averages the gradients before clipping and PA's
+record, and sums DA's scores at the epoch's end: with ``space.sync_bn`` the run equals a single
+process with the same global ``data.batch_size`` up to floating-point rounding.
 """
 from __future__ import annotations
 
@@ -20,23 +25,15 @@ import numpy as np
 import torch
 
 from pada_fast import ops
-from pada_fast.config import Config, check_paths, config_from_dict
+from pada_fast.config import Config, ConfigError, check_paths, config_from_dict
 from pada_fast.data.datasets import build_dataset
-from pada_fast.data.loader import build_loader
+from pada_fast.data.loader import build_loader, shard_positions
 from pada_fast.sampling import build_data_sampler, build_path_sampler
 from pada_fast.spaces import build_supernet
 
-from . import checkpoint
+from . import checkpoint, distributed
+from .distributed import resolve_device  # noqa: F401  (re-exported: evaluate/search import it here)
 from .logs import EpochLog, use_progress_bar
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"run.device={name} but no CUDA GPU is visible; use run.device=cpu")
-    return device
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -94,14 +91,34 @@ class StepTimes:
 
 
 class Trainer:
+    """Trains ``cfg``'s supernet; under ``torchrun`` one Trainer per process (see
+    :mod:`pada_fast.train.distributed`): ``data.batch_size`` is then the global batch, each rank
+    trains ``batch_size / world_size`` images of every step on the same path, and only rank 0
+    logs and writes checkpoints. The process group stays up after :meth:`fit` (the CLI tears it
+    down; API users call ``distributed.teardown()``)."""
+
     def __init__(self, cfg: Config, resume: bool = False):
         check_paths(cfg)
         self.cfg = cfg
+        world = distributed.requested_world_size()
+        if cfg.data.batch_size % world:
+            raise ConfigError(f"data.batch_size={cfg.data.batch_size} is the global batch (all processes "
+                              f"together) and must be divisible by the number of processes ({world})")
+        self.dist = distributed.setup(cfg.run.device, cfg.run.dist_timeout_s)
+        self.local_batch = cfg.data.batch_size // self.dist.world_size
+        self._where = ""
+        with distributed.report_failure(self.dist, lambda: self._where or "while setting up"):
+            self._setup(resume)
+
+    def _setup(self, resume: bool) -> None:
+        cfg = self.cfg
+        main = self.dist.is_main
         self.out_dir = Path(cfg.run.out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
-        self.device = resolve_device(cfg.run.device)
+        self.device = self.dist.device
         torch.manual_seed(cfg.run.seed)
         random.seed(cfg.run.seed)
         np.random.seed(cfg.run.seed % 2**32)
@@ -109,6 +126,14 @@ class Trainer:
         self.train_set = build_dataset(d.dataset, d.root, "train", augment=d.augment, subset=d.train_subset,
                                        seed=cfg.run.seed, download=d.download)
         self.model = build_model(cfg, self.train_set.num_classes, self.train_set.in_channels).to(self.device)
+        self.dtype = getattr(torch, cfg.run.dtype)
+        if self.dtype != torch.float32:
+            self.model.to(self.dtype)
+        if cfg.space.sync_bn and self.dist.enabled:
+            if distributed.convert_sync_batch_stats(self.model) == 0 and main:
+                print("warning: space.sync_bn=true but the supernet has no batch-statistics BatchNorm "
+                      f"(space.bn_mode={cfg.space.bn_mode}); each rank keeps its own statistics",
+                      flush=True)
         m = cfg.method
         self.path_sampler = build_path_sampler(m.name, self.model.candidate_mask(), m.pa_granularity,
                                                m.pa_schedule, self.device)
@@ -121,16 +146,28 @@ class Trainer:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.start_epoch = 0
         self._dali = None
-        self.log = EpochLog(self.out_dir, cfg.run.tensorboard)
+        self._fault = distributed.fault_from_env()
+        self.log = EpochLog(self.out_dir, cfg.run.tensorboard) if main else None
         self.ckpt_path = self.out_dir / "checkpoint.pt"
         if resume:
             self._resume()
-        else:
+        elif main:
             self.log.truncate_after(0)
-        cfg.save(self.out_dir / "config.yaml")
+        # Every rank starts from rank 0's weights, as DDP does (they agree anyway: same seed).
+        distributed.broadcast_module_(self.model, self.dist)
+        if main:
+            cfg.save(self.out_dir / "config.yaml")
+
+    def _print(self, *args, **kwargs) -> None:
+        if self.dist.is_main:
+            print(*args, **kwargs, flush=True)
 
     # -- checkpointing ---------------------------------------------------------------------------
     def state_dict(self, epoch: int) -> dict:
+        """Everything an exact resume needs. Under distributed training it is global and the same
+        on every rank (weights, optimizer and ``p`` agree because the gradients are averaged;
+        ``q`` is computed from the scores summed over ranks), so a run can resume with any number
+        of processes as long as the global batch is unchanged."""
         return {
             "config": self.cfg.to_dict(),
             "space": self.cfg.space.name,
@@ -140,23 +177,51 @@ class Trainer:
             "path_sampler": self.path_sampler.state_dict(),
             "data_sampler": self.data_sampler.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                    "python": random.getstate(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+                    "python": random.getstate(), "cuda": self._cuda_rng_state()},
             "num_classes": self.train_set.num_classes,
             "in_channels": self.train_set.in_channels,
         }
 
+    def _cuda_rng_state(self):
+        if not torch.cuda.is_available():
+            return None
+        if self.dist.enabled:
+            # Only this rank's GPU: get_rng_state_all() would open a context on every GPU.
+            return [torch.cuda.get_rng_state(self.device)] if self.device.type == "cuda" else None
+        return torch.cuda.get_rng_state_all()
+
+    def _load_checkpoint(self) -> dict:
+        """Rank 0 reads the checkpoint and sends it to the others (no shared file system needed);
+        a missing or unreadable file raises the same error on every rank."""
+        state, error = None, None
+        if self.dist.is_main:
+            try:
+                if not self.ckpt_path.exists():
+                    raise FileNotFoundError(
+                        f"--resume given but {self.ckpt_path} does not exist; start without "
+                        "--resume or point run.out_dir at the run to continue")
+                state = checkpoint.load(self.ckpt_path)
+            except (FileNotFoundError, ValueError) as exc:
+                if not self.dist.enabled:
+                    raise
+                error = exc
+        if self.dist.enabled:
+            state, error = distributed.broadcast_object((state, error), self.dist)
+            if error is not None:
+                raise error
+        return state
+
     def _resume(self) -> None:
-        if not self.ckpt_path.exists():
-            raise FileNotFoundError(f"--resume given but {self.ckpt_path} does not exist; start without "
-                                    "--resume or point run.out_dir at the run to continue")
-        state = checkpoint.load(self.ckpt_path)
+        state = self._load_checkpoint()
         saved = config_from_dict(state["config"])
         for section in ("space", "method", "data"):
             a, b = getattr(saved, section), getattr(self.cfg, section)
             if a != b:
+                # How the work is spread (workers, BN sync across ranks) may change on resume,
+                # like the number of processes; the global batch may not.
                 diff = [k for k in vars(a) if getattr(a, k) != getattr(b, k) and section + "." + k not in
-                        ("data.num_workers", "data.eval_batch_size", "data.eval_subset", "data.root")]
+                        ("data.num_workers", "data.eval_batch_size", "data.eval_subset", "data.root",
+                         "space.sync_bn")]
                 if diff:
                     raise ValueError(f"checkpoint {self.ckpt_path} was trained with different settings: "
                                      + ", ".join(f"{section}.{k}={getattr(a, k)!r} (now {getattr(b, k)!r})"
@@ -169,62 +234,114 @@ class Trainer:
         torch.set_rng_state(rng["torch"])
         np.random.set_state(rng["numpy"])
         random.setstate(rng["python"])
-        if rng.get("cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        cuda = rng.get("cuda")
+        if cuda is not None and torch.cuda.is_available():
+            if self.dist.enabled:
+                if self.device.type == "cuda":
+                    torch.cuda.set_rng_state(cuda[0], self.device)
+            else:
+                torch.cuda.set_rng_state_all(cuda)
         self.start_epoch = int(state["epoch"])
-        self.log.truncate_after(self.start_epoch)
-        print(f"resumed from {self.ckpt_path} after epoch {self.start_epoch}", flush=True)
+        if self.dist.is_main:
+            self.log.truncate_after(self.start_epoch)
+        self._print(f"resumed from {self.ckpt_path} after epoch {self.start_epoch}")
 
     # -- training --------------------------------------------------------------------------------
     def _lr_for(self, global_step: int) -> float:
         o = self.cfg.optim
         return cosine_lr(global_step, self.total_steps, o.lr, o.lr_min)
 
+    def _shard(self, stream: torch.Tensor):
+        """This rank's part of the global stream and the global positions it holds: strided
+        shards (``shard_positions``), so step t of all ranks together is global batch t, cut to
+        the steps a single process would run (padding is only ever served when the whole stream
+        is shorter than one global batch)."""
+        if not self.dist.enabled:
+            return stream, None
+        positions = shard_positions(len(stream), self.dist.rank, self.dist.world_size)
+        if self.drop_last:
+            positions = positions[: self.steps_per_epoch * self.local_batch]
+        return stream[positions % len(stream)], positions
+
     def _loader(self, stream: torch.Tensor, epoch: int):
         """The epoch's batches ``(images, labels, dataset indices)`` in stream order, from the torch
         DataLoader or the DALI pipeline (built once, handed a new stream each epoch)."""
         d = self.cfg.data
+        stream, positions = self._shard(stream)
         if d.backend == "torch":
-            return build_loader(self.train_set, stream, d.batch_size, num_workers=d.num_workers,
+            return build_loader(self.train_set, stream, self.local_batch, num_workers=d.num_workers,
                                 drop_last=self.drop_last, seed=self.cfg.run.seed, epoch=epoch,
-                                pin_memory=self.device.type == "cuda")
+                                pin_memory=self.device.type == "cuda", positions=positions)
         if self._dali is None:
             from pada_fast.data.dali_loader import build_dali_loader
             augment = "cifar" if d.augment and d.dataset in ("cifar10_folder", "cifar10", "cifar100") else "none"
+            gpu = self.device.type == "cuda"
             self._dali = build_dali_loader(
-                self.train_set, stream, d.batch_size, num_workers=max(d.num_workers, 1),
-                drop_last=self.drop_last, seed=self.cfg.run.seed, epoch=epoch,
-                device="gpu" if self.device.type == "cuda" else "cpu", augment=augment)
+                self.train_set, stream, self.local_batch, num_workers=max(d.num_workers, 1),
+                drop_last=self.drop_last, seed=self.cfg.run.seed, epoch=epoch, positions=positions,
+                device="gpu" if gpu else "cpu", augment=augment,
+                **({"device_id": self.device.index or 0} if gpu else {}))
         else:
-            self._dali.set_epoch(stream, epoch)
+            self._dali.set_epoch(stream, epoch, positions=positions)
         return self._dali
+
+    def _check_ranks_agree(self, epoch: int, stream: torch.Tensor, paths: torch.Tensor) -> None:
+        """Once per epoch, one small all-reduce: every rank must draw the same paths and stream
+        (they come from ``epoch_generator(seed, epoch)`` and ``p``/``q``, which agree) and hold
+        the same weights; a rank that diverged would otherwise train silently on other data."""
+        with torch.no_grad():
+            weights = float(torch.stack([p.detach().abs().sum(dtype=torch.float64)
+                                         for p in self.params]).sum())
+        distributed.check_consistent(
+            self.dist, f"at the start of epoch {epoch + 1}",
+            exact={"path draws": distributed.fingerprint(paths),
+                   "index stream": distributed.fingerprint(stream),
+                   "p": distributed.fingerprint(self.path_sampler.probabilities())},
+            approx={"weights (sum of |w|)": weights})
+
+    def _totals(self, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int) -> tuple[float, float, int]:
+        """Summed loss, correct predictions and images over all ranks (the host reads them)."""
+        if not self.dist.enabled:
+            return loss_sum.item(), correct.item(), seen
+        totals = torch.stack([loss_sum.detach().to(torch.float64), correct.to(torch.float64),
+                              torch.tensor(float(seen), dtype=torch.float64, device=self.device)])
+        distributed.all_reduce_sum_(totals)
+        loss, right, images = totals.tolist()
+        return loss, right, int(images)
 
     def train_epoch(self, epoch: int) -> dict:
         cfg = self.cfg
+        self._where = f"at the start of epoch {epoch + 1}"
         gen = epoch_generator(cfg.run.seed, epoch)
         stream = self.data_sampler.epoch_stream(gen)
         paths = self.path_sampler.sample_epoch(self.steps_per_epoch, gen)
+        if self.dist.enabled:
+            self._check_ranks_agree(epoch, stream, paths)
         loader = self._loader(stream, epoch)
         unbiased = cfg.method.unbiased
         path_weights = self.path_sampler.importance_weights(paths).to(torch.float32) if unbiased else None
+        world = self.dist.world_size
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
         times = StepTimes()
         bar = None
-        if use_progress_bar(cfg.run.progress):
+        if self.dist.is_main and use_progress_bar(cfg.run.progress):
             from tqdm import tqdm
             bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", leave=False)
         start = last = time.perf_counter()
         for step, (images, labels, indices) in enumerate(loader):
+            self._where = f"at epoch {epoch + 1} step {step + 1}"
             fetched = time.perf_counter()
             times.data += fetched - last
             global_step = epoch * self.steps_per_epoch + step
+            if self._fault is not None:
+                distributed.inject_fault(self._fault, self.dist.rank, global_step)
             lr = self._lr_for(global_step)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            images = images.to(self.device, non_blocking=True)
+            images = images.to(self.device, dtype=self.dtype, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
             indices = indices.to(self.device, non_blocking=True)
             arch = tuple(paths[step].tolist())
@@ -237,11 +354,14 @@ class Trainer:
                 loss = per_sample.mean()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            # Mean over ranks of per-rank mean losses = the loss of the global batch; clipping and
+            # PA's record see the averaged gradients, identical on every rank.
+            distributed.average_gradients_(self.params, world)
             if cfg.optim.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.grad_clip, foreach=True)
             path_params, slots = self.model.path_parameters(arch)
             self.path_sampler.record([p.grad for p in path_params], slots)
-            self.data_sampler.record(indices, importance)
+            self.data_sampler.record(indices, importance)   # this rank's samples; summed at epoch end
             self.optimizer.step()
             loss_sum += per_sample.detach().sum()
             correct += (logits.detach().argmax(1) == labels).sum()
@@ -251,22 +371,30 @@ class Trainer:
             if bar is not None:
                 bar.update(1)
             if (step + 1) % cfg.run.log_interval == 0 or step + 1 == self.steps_per_epoch:
+                total_loss, total_correct, total_seen = self._totals(loss_sum, correct, seen)
                 line = (f"epoch {epoch + 1}/{cfg.optim.epochs} step {step + 1}/{self.steps_per_epoch} "
-                        f"loss {loss_sum.item() / seen:.4f} acc {correct.item() / seen:.4f} "
-                        f"img/s {seen / max(times.total, 1e-9):.0f} lr {lr:.5f} data {times.data:.2f}s")
+                        f"loss {total_loss / total_seen:.4f} acc {total_correct / total_seen:.4f} "
+                        f"img/s {total_seen / max(times.total, 1e-9):.0f} lr {lr:.5f} data {times.data:.2f}s")
                 if bar is not None:
                     bar.set_postfix_str(line.split(" loss ", 1)[1])
-                else:
+                elif self.dist.is_main:
                     print(line, flush=True)
         if bar is not None:
             bar.close()
-        return {"train_loss": loss_sum.item() / max(seen, 1), "train_acc": correct.item() / max(seen, 1),
-                "images": seen, "epoch_time": times.total, "data_time": times.data,
-                "images_per_s": seen / max(times.total, 1e-9), "lr": self._lr_for((epoch + 1) * self.steps_per_epoch)}
+        self._where = f"at the end of epoch {epoch + 1}"
+        total_loss, total_correct, total_seen = self._totals(loss_sum, correct, seen)
+        return {"train_loss": total_loss / max(total_seen, 1),
+                "train_acc": total_correct / max(total_seen, 1),
+                "images": total_seen, "epoch_time": times.total, "data_time": times.data,
+                "images_per_s": total_seen / max(times.total, 1e-9),
+                "lr": self._lr_for((epoch + 1) * self.steps_per_epoch)}
 
     def end_epoch(self, epoch: int) -> dict:
         epochs = self.cfg.optim.epochs
         next_epoch = min(epoch + 1, epochs)
+        if self.dist.enabled:
+            # Each rank scored only its own shard; PA's statistics already agree (averaged grads).
+            self.data_sampler.reduce_(distributed.all_reduce_sum_)
         self.path_sampler.end_epoch(next_epoch, epochs)
         self.data_sampler.end_epoch(next_epoch, epochs)
         row = {"p": [[round(v, 5) for v in r] for r in self.path_sampler.probabilities().tolist()],
@@ -275,25 +403,34 @@ class Trainer:
                "q": self.data_sampler.summary()}
         for sampler in (self.path_sampler, self.data_sampler):
             if getattr(sampler, "fallback_message", None):
-                print(f"warning: {sampler.fallback_message}", flush=True)
+                self._print(f"warning: {sampler.fallback_message}")
         return row
 
     def fit(self) -> dict:
         cfg = self.cfg
-        print(f"training {cfg.space.name} C={cfg.space.C} N={cfg.space.N} with {cfg.method.name} on "
-              f"{cfg.data.dataset} ({len(self.train_set)} images, {self.steps_per_epoch} steps/epoch) "
-              f"on {self.device}; fused ops {'compiled' if ops.COMPILED else 'reference'}; "
-              f"outputs in {self.out_dir}", flush=True)
+        ranks = ""
+        if self.dist.enabled:
+            ranks = (f" x {self.dist.world_size} processes ({self.dist.backend}, {self.local_batch} "
+                     f"images per rank, BN statistics {'global' if cfg.space.sync_bn else 'per rank'})")
+        self._print(f"training {cfg.space.name} C={cfg.space.C} N={cfg.space.N} with {cfg.method.name} on "
+                    f"{cfg.data.dataset} ({len(self.train_set)} images, {self.steps_per_epoch} steps/epoch) "
+                    f"on {self.device}{ranks}; fused ops {'compiled' if ops.COMPILED else 'reference'}; "
+                    f"outputs in {self.out_dir}")
         started = time.perf_counter()
         row = {}
-        for epoch in range(self.start_epoch, cfg.optim.epochs):
-            row = {"epoch": epoch, "method": cfg.method.name, **self.train_epoch(epoch)}
-            row.update(self.end_epoch(epoch))
-            self.log.append(row)
-            checkpoint.save_atomic(self.state_dict(epoch + 1), self.ckpt_path)
-            p_text = " ".join(f"{v:.3f}" for v in self.path_sampler.probabilities()[0].tolist())
-            print(f"epoch {epoch + 1}/{cfg.optim.epochs} done: loss {row['train_loss']:.4f} "
-                  f"acc {row['train_acc']:.4f} time {row['epoch_time']:.1f}s p[edge 0] {p_text} "
-                  f"q ess/N {row['q']['ess_fraction']:.3f}", flush=True)
+        with distributed.report_failure(self.dist, lambda: self._where):
+            for epoch in range(self.start_epoch, cfg.optim.epochs):
+                row = {"epoch": epoch, "method": cfg.method.name, **self.train_epoch(epoch)}
+                row.update(self.end_epoch(epoch))
+                if self.dist.is_main:
+                    self._where = f"writing the checkpoint of epoch {epoch + 1}"
+                    self.log.append(row)
+                    checkpoint.save_atomic(self.state_dict(epoch + 1), self.ckpt_path)
+                    p_text = " ".join(f"{v:.3f}" for v in self.path_sampler.probabilities()[0].tolist())
+                    print(f"epoch {epoch + 1}/{cfg.optim.epochs} done: loss {row['train_loss']:.4f} "
+                          f"acc {row['train_acc']:.4f} time {row['epoch_time']:.1f}s p[edge 0] {p_text} "
+                          f"q ess/N {row['q']['ess_fraction']:.3f}", flush=True)
+                self._where = f"waiting for rank 0's checkpoint of epoch {epoch + 1}"
+                distributed.barrier(self.dist)   # nobody runs ahead of (or exits before) the checkpoint
         return {"out_dir": str(self.out_dir), "checkpoint": str(self.ckpt_path),
                 "train_time": time.perf_counter() - started, "last": row}
