@@ -21,6 +21,8 @@ set -u
 set -o pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
+# Benchmarks import pada_fast from the checkout when the op library is built in place.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 OUT=${OUT:-gpu_check_out}
 DRY=${GPU_CHECK_DRY_RUN:-0}
 BUDGET=${GPU_CHECK_BUDGET_S:-450}

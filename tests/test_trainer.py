@@ -102,3 +102,11 @@ def test_dali_backend_trains_like_the_torch_backend(tmp_path):
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(a["data_sampler"]["q"], b["data_sampler"]["q"], rtol=1e-4, atol=1e-9)
+
+
+def test_gradient_variance_is_logged_per_epoch(tmp_path):
+    cfg = small_config(tmp_path, "pada", epochs=2, **{"run.gv_draws": 4})
+    Trainer(cfg).fit()
+    rows = [json.loads(line) for line in (tmp_path / "pada" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["gv"] > 0 for r in rows)
+    assert len((tmp_path / "pada" / "gv.jsonl").read_text().splitlines()) == 2

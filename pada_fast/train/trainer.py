@@ -28,6 +28,7 @@ from pada_fast import ops
 from pada_fast.config import Config, ConfigError, check_paths, config_from_dict
 from pada_fast.data.datasets import build_dataset
 from pada_fast.data.loader import build_loader, shard_positions
+from pada_fast.evaluate.gradient_variance import measure_epoch_gv
 from pada_fast.sampling import build_data_sampler, build_path_sampler
 from pada_fast.spaces import build_supernet
 
@@ -422,6 +423,9 @@ class Trainer:
             for epoch in range(self.start_epoch, cfg.optim.epochs):
                 row = {"epoch": epoch, "method": cfg.method.name, **self.train_epoch(epoch)}
                 row.update(self.end_epoch(epoch))
+                if cfg.run.gv_draws and self.dist.world_size == 1:
+                    # after end_epoch: GV of the p and q the next epoch draws from
+                    row["gv"] = measure_epoch_gv(self, cfg.run.gv_draws, epoch)["gv"]
                 if self.dist.is_main:
                     self._where = f"writing the checkpoint of epoch {epoch + 1}"
                     self.log.append(row)
