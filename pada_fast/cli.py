@@ -52,9 +52,10 @@ def cmd_train(args) -> int:
             result = trainer.fit()
         finally:
             distributed.teardown()
-        if trainer.dist.is_main:
+        code = result.get("exit_code", 0)
+        if trainer.dist.is_main and not code:
             print(f"done in {result['train_time']:.1f}s; checkpoint {result['checkpoint']}")
-        return 0
+        return code   # 128 + the signal's number after a SIGTERM/SIGINT stop (checkpoint written)
 
     if distributed.launched():
         # torchrun's error file: its end-of-run summary then shows the failing rank's traceback.

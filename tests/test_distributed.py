@@ -11,6 +11,7 @@ demand the same weights and p (to ~1e-12) and q (to float32 rounding: DA's score
 """
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -263,3 +264,55 @@ def test_teardown_stops_the_process_group_threads(tmp_path):
                                 nprocs=2, join=True)
     counts = torch.load(tmp_path / "t.pt")
     assert counts["after"] == counts["before"], counts
+
+
+def test_mid_epoch_checkpoints_resume_across_process_counts(tmp_path, reference):
+    """Mid-epoch checkpoints of a 2-process run hold DA's scores summed over the ranks: a 2-process
+    resume (rank 0 carries them) and a 1-process resume both continue the same training."""
+    run = tmp_path / "run"
+    sets = overrides(run, "pada", **{"run.checkpoint_every_steps": 3})
+    rc, out, _ = torchrun(sets, env={"PADA_FAST_FAULT_RANK": "1", "PADA_FAST_FAULT_STEP": "6"})
+    assert rc != 0 and "injected fault on rank 1" in out, out
+    state = checkpoint.load(run / "checkpoint.pt")
+    assert (state["epoch"], state["step"]) == (0, 6)
+    rc, out, _ = torchrun(sets, resume=True, env={"PADA_FAST_FAULT_RANK": "0",
+                                                  "PADA_FAST_FAULT_STEP": str(STEPS_PER_EPOCH + 4)})
+    assert rc != 0 and "resumed from" in out and "after epoch 0 step 6" in out, out
+    state = checkpoint.load(run / "checkpoint.pt")
+    assert (state["epoch"], state["step"]) == (1, 3)
+    resumed = single(run, "pada", resume=True, **{"run.checkpoint_every_steps": 3})
+    assert_same_training(reference["pada"], resumed)
+    assert [r["epoch"] for r in rows(run)] == [0, 1]
+    assert all(r["images"] == 512 for r in rows(run))
+
+
+def test_sigterm_to_torchrun_stops_every_rank_with_a_checkpoint(tmp_path, reference):
+    run = tmp_path / "run"
+    sets = overrides(run, "pada", **{"run.log_interval": 1, "optim.epochs": 2})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-addr=127.0.0.1",
+           f"--master-port={free_port()}", "-m", "pada_fast.cli", "train"]
+    for s in sets:
+        cmd += ["--set", s]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    for key in ("PADA_FAST_FAULT_STEP", "PADA_FAST_FAULT_RANK", "PADA_FAST_FAULT_MODE"):
+        env.pop(key, None)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("epoch 1/2 step 3/"):
+                proc.send_signal(signal.SIGTERM)
+                break
+        out = "".join(lines) + proc.communicate(timeout=90)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+    assert "stopped by SIGTERM" in out, out
+    state = checkpoint.load(run / "checkpoint.pt")
+    assert state["epoch"] == 1 or (state["epoch"] == 0 and 3 <= state["step"] < STEPS_PER_EPOCH), out
+    resumed = single(run, "pada", resume=True)
+    assert_same_training(reference["pada"], resumed)

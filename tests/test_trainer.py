@@ -110,3 +110,81 @@ def test_gradient_variance_is_logged_per_epoch(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "pada" / "metrics.jsonl").read_text().splitlines()]
     assert all(r["gv"] > 0 for r in rows)
     assert len((tmp_path / "pada" / "gv.jsonl").read_text().splitlines()) == 2
+
+
+def _assert_same_state(a, b):
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert torch.equal(a["path_sampler"]["p"], b["path_sampler"]["p"])
+    qa, qb = a["data_sampler"].get("q"), b["data_sampler"].get("q")
+    assert (qa is None and qb is None) or torch.equal(qa, qb)
+
+
+def test_checkpoints_rotate_and_resume_walks_back_past_a_corrupt_newest_file(tmp_path, capfd):
+    cfg = small_config(tmp_path, "pada", epochs=3, **{"run.device": "cpu", "run.keep_checkpoints": 2})
+    Trainer(cfg).fit()
+    run = tmp_path / "pada"
+    numbered = sorted(p.name for p in run.glob("checkpoint-e*.pt"))
+    assert numbered == ["checkpoint-e0002-s000000.pt", "checkpoint-e0003-s000000.pt"]
+    reference = checkpoint.load(run / "checkpoint.pt")
+    assert reference["epoch"] == 3
+    newest = run / "checkpoint-e0003-s000000.pt"
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF          # checkpoint.pt is a link to it: both are damaged
+    newest.write_bytes(bytes(data))
+    capfd.readouterr()
+    resumed = Trainer(small_config(tmp_path, "pada", epochs=3, **{"run.device": "cpu",
+                                                                  "run.keep_checkpoints": 2}), resume=True)
+    assert resumed.start_epoch == 2
+    resumed.fit()
+    err = capfd.readouterr()
+    assert "skipping checkpoint-e0003-s000000.pt" in err.err
+    assert "resumed from" in err.out and "checkpoint-e0002-s000000.pt" in err.out
+    _assert_same_state(reference, checkpoint.load(run / "checkpoint.pt"))
+    rows = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [0, 1, 2]
+
+
+def test_resume_may_extend_the_epochs_but_not_change_the_seed(tmp_path):
+    Trainer(small_config(tmp_path, "spos", epochs=1, **{"run.device": "cpu"})).fit()
+    with pytest.raises(checkpoint.IncompatibleCheckpoint, match="run.seed"):
+        Trainer(small_config(tmp_path, "spos", epochs=1, **{"run.device": "cpu", "run.seed": 7}), resume=True)
+    longer = Trainer(small_config(tmp_path, "spos", epochs=2, **{"run.device": "cpu"}), resume=True)
+    assert longer.start_epoch == 1
+
+
+def _poison_steps(trainer, steps):
+    """Make the model's logits NaN on the given global steps (counted by forward calls)."""
+    forward = trainer.model.forward
+    calls = {"n": 0}
+
+    def poisoned(images, arch):
+        logits = forward(images, arch)
+        calls["n"] += 1
+        return logits * float("nan") if calls["n"] - 1 in steps else logits
+
+    trainer.model.forward = poisoned
+
+
+def test_nonfinite_steps_are_skipped_counted_and_checkpointed(tmp_path):
+    cfg = small_config(tmp_path, "pada", epochs=2, **{"run.device": "cpu"})
+    trainer = Trainer(cfg)
+    _poison_steps(trainer, {3, 4, trainer.steps_per_epoch + 1})
+    trainer.fit()
+    rows = [json.loads(r) for r in (tmp_path / "pada" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["nonfinite_skipped"] for r in rows] == [2, 1]
+    assert rows[-1]["nonfinite_total"] == 3 and rows[-1]["nonfinite_longest_run"] == 2
+    assert all(torch.isfinite(torch.tensor(r["p"])).all() and r["train_loss"] == r["train_loss"] for r in rows)
+    state = checkpoint.load(tmp_path / "pada" / "checkpoint.pt")
+    assert state["nonfinite"]["total"] == 3
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert torch.isfinite(state["data_sampler"]["q"]).all()
+
+
+def test_too_many_consecutive_nonfinite_steps_stop_training(tmp_path):
+    from pada_fast.train.faults import NonFiniteError
+    cfg = small_config(tmp_path, "spos", epochs=1, **{"run.device": "cpu", "run.nonfinite_max_consecutive": 1})
+    trainer = Trainer(cfg)
+    _poison_steps(trainer, {2, 3})
+    with pytest.raises(NonFiniteError, match="2 consecutive"):
+        trainer.fit()

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from pada_fast import ops
-from pada_fast.config import Config, ConfigError, check_paths, config_from_dict
+from pada_fast.config import Config, ConfigError, check_paths
 from pada_fast.data.datasets import build_dataset
 from pada_fast.data.loader import build_loader, shard_positions
 from pada_fast.evaluate.gradient_variance import measure_epoch_gv
@@ -33,6 +33,8 @@ from pada_fast.sampling import build_data_sampler, build_path_sampler
 from pada_fast.spaces import build_supernet
 
 from . import checkpoint, distributed
+from .faults import NonFiniteGuard
+from .signals import GracefulStop
 from .distributed import resolve_device  # noqa: F401  (re-exported: evaluate/search import it here)
 from .logs import EpochLog, use_progress_bar
 
@@ -83,6 +85,11 @@ def resolve_granularity(cfg: Config) -> str:
     if m.pa_granularity == "auto":
         m.pa_granularity = "shared" if cfg.space.name == "nb201" else "per_edge"
     return m.pa_granularity
+
+
+# Config keys a resumed run may change (besides checkpoint.IGNORED_KEYS): BN synchronisation
+# across ranks (the process count is not in the config), and the number of epochs (extension).
+RESUME_IGNORED_KEYS = checkpoint.IGNORED_KEYS | {"space.sync_bn", "optim.epochs"}
 
 
 @dataclass
@@ -145,11 +152,22 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * cfg.optim.epochs
         self.optimizer = build_optimizer(self.model.parameters(), cfg.optim)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        # Steps with a non-finite loss or gradient change nothing and are counted (faults.py);
+        # under torch.distributed the flag is all-reduced, so every rank skips the same steps.
+        self.guard = NonFiniteGuard(cfg.run.nonfinite_max_consecutive, cfg.run.nonfinite_max_total,
+                                    device=self.device, mode="auto", optimizer=self.optimizer)
         self.start_epoch = 0
+        self.start_step = 0          # steps of start_epoch already done (a mid-epoch checkpoint)
+        self._progress = None        # that epoch's running totals at the checkpoint
+        self._stop = None            # GracefulStop while fit() runs
+        self.exit_code = 0
         self._dali = None
         self._fault = distributed.fault_from_env()
         self.log = EpochLog(self.out_dir, cfg.run.tensorboard) if main else None
-        self.ckpt_path = self.out_dir / "checkpoint.pt"
+        self.ckpt_path = self.out_dir / checkpoint.LATEST_NAME
+        # Numbered checkpoints, the newest run.keep_checkpoints kept, checkpoint.pt the newest
+        # (rank 0 only: the others never touch the folder).
+        self.ckpt_manager = checkpoint.CheckpointManager(self.out_dir, cfg.run.keep_checkpoints) if main else None
         if resume:
             self._resume()
         elif main:
@@ -164,7 +182,8 @@ class Trainer:
             print(*args, **kwargs, flush=True)
 
     # -- checkpointing ---------------------------------------------------------------------------
-    def state_dict(self, epoch: int) -> dict:
+    def state_dict(self, epoch: int, step: int = 0, progress: dict | None = None,
+                   data_sampler: dict | None = None) -> dict:
         """Everything an exact resume needs. Under distributed training it is global and the same
         on every rank (weights, optimizer and ``p`` agree because the gradients are averaged;
         ``q`` is computed from the scores summed over ranks), so a run can resume with any number
@@ -173,10 +192,13 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "space": self.cfg.space.name,
             "epoch": epoch,                      # epochs finished
+            "step": step,                        # steps done of the next epoch (mid-epoch checkpoint)
+            "progress": progress,                # that epoch's running totals (mid-epoch only)
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "path_sampler": self.path_sampler.state_dict(),
-            "data_sampler": self.data_sampler.state_dict(),
+            "data_sampler": data_sampler if data_sampler is not None else self.data_sampler.state_dict(),
+            "nonfinite": self.guard.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
                     "python": random.getstate(), "cuda": self._cuda_rng_state()},
             "num_classes": self.train_set.num_classes,
@@ -191,46 +213,40 @@ class Trainer:
             return [torch.cuda.get_rng_state(self.device)] if self.device.type == "cuda" else None
         return torch.cuda.get_rng_state_all()
 
-    def _load_checkpoint(self) -> dict:
-        """Rank 0 reads the checkpoint and sends it to the others (no shared file system needed);
-        a missing or unreadable file raises the same error on every rank."""
-        state, error = None, None
+    def _load_checkpoint(self) -> tuple[Path, dict]:
+        """Rank 0 finds the newest usable checkpoint (walking back past corrupt or truncated files,
+        saying which it skipped) and sends it to the others (no shared file system needed); a
+        missing or unusable checkpoint raises the same error on every rank."""
+        found, error = None, None
         if self.dist.is_main:
             try:
-                if not self.ckpt_path.exists():
+                self.ckpt_manager.remove_stale_temporaries()
+                found = self.ckpt_manager.latest_valid()
+                if found is None:
                     raise FileNotFoundError(
                         f"--resume given but {self.ckpt_path} does not exist; start without "
                         "--resume or point run.out_dir at the run to continue")
-                state = checkpoint.load(self.ckpt_path)
             except (FileNotFoundError, ValueError) as exc:
                 if not self.dist.enabled:
                     raise
                 error = exc
         if self.dist.enabled:
-            state, error = distributed.broadcast_object((state, error), self.dist)
+            found, error = distributed.broadcast_object((found, error), self.dist)
             if error is not None:
                 raise error
-        return state
+        return found
 
     def _resume(self) -> None:
-        state = self._load_checkpoint()
-        saved = config_from_dict(state["config"])
-        for section in ("space", "method", "data"):
-            a, b = getattr(saved, section), getattr(self.cfg, section)
-            if a != b:
-                # How the work is spread (workers, BN sync across ranks) may change on resume,
-                # like the number of processes; the global batch may not.
-                diff = [k for k in vars(a) if getattr(a, k) != getattr(b, k) and section + "." + k not in
-                        ("data.num_workers", "data.eval_batch_size", "data.eval_subset", "data.root",
-                         "space.sync_bn")]
-                if diff:
-                    raise ValueError(f"checkpoint {self.ckpt_path} was trained with different settings: "
-                                     + ", ".join(f"{section}.{k}={getattr(a, k)!r} (now {getattr(b, k)!r})"
-                                                 for k in diff))
+        path, state = self._load_checkpoint()
+        # How the work is spread (workers, BN sync across ranks) may change on resume, like the
+        # number of processes (the global batch may not); optim.epochs may grow to train longer.
+        checkpoint.check_compatible(state, self.cfg, path=path, ignore=RESUME_IGNORED_KEYS)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.path_sampler.load_state_dict(state["path_sampler"])
         self.data_sampler.load_state_dict(state["data_sampler"])
+        if state.get("nonfinite") is not None:
+            self.guard.load_state_dict(state["nonfinite"])
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
         np.random.set_state(rng["numpy"])
@@ -243,32 +259,48 @@ class Trainer:
             else:
                 torch.cuda.set_rng_state_all(cuda)
         self.start_epoch = int(state["epoch"])
+        self.start_step = int(state.get("step") or 0)
+        self._progress = state.get("progress") if self.start_step else None
+        if self.dist.enabled and not self.dist.is_main:
+            # A mid-epoch checkpoint holds DA's scores summed over all ranks so far; rank 0
+            # carries them and the others start from zero, so the epoch-end sum counts each once.
+            for name in ("score_sum", "count"):
+                buf = getattr(self.data_sampler, name, None)
+                if isinstance(buf, torch.Tensor):
+                    buf.zero_()
         if self.dist.is_main:
             self.log.truncate_after(self.start_epoch)
-        self._print(f"resumed from {self.ckpt_path} after epoch {self.start_epoch}")
+        at = f" step {self.start_step}" if self.start_step else ""
+        self._print(f"resumed from {path} after epoch {self.start_epoch}{at}")
 
     # -- training --------------------------------------------------------------------------------
     def _lr_for(self, global_step: int) -> float:
         o = self.cfg.optim
         return cosine_lr(global_step, self.total_steps, o.lr, o.lr_min)
 
-    def _shard(self, stream: torch.Tensor):
+    def _shard(self, stream: torch.Tensor, start_step: int = 0):
         """This rank's part of the global stream and the global positions it holds: strided
         shards (``shard_positions``), so step t of all ranks together is global batch t, cut to
         the steps a single process would run (padding is only ever served when the whole stream
         is shorter than one global batch)."""
         if not self.dist.enabled:
-            return stream, None
-        positions = shard_positions(len(stream), self.dist.rank, self.dist.world_size)
-        if self.drop_last:
-            positions = positions[: self.steps_per_epoch * self.local_batch]
+            if not start_step:
+                return stream, None
+            positions = torch.arange(len(stream))
+        else:
+            positions = shard_positions(len(stream), self.dist.rank, self.dist.world_size)
+            if self.drop_last:
+                positions = positions[: self.steps_per_epoch * self.local_batch]
+        # Resuming at step s skips the first s batches; the positions (which seed augmentation)
+        # keep their values, so the remaining batches are exactly those of the uninterrupted run.
+        positions = positions[start_step * self.local_batch:]
         return stream[positions % len(stream)], positions
 
-    def _loader(self, stream: torch.Tensor, epoch: int):
+    def _loader(self, stream: torch.Tensor, epoch: int, start_step: int = 0):
         """The epoch's batches ``(images, labels, dataset indices)`` in stream order, from the torch
         DataLoader or the DALI pipeline (built once, handed a new stream each epoch)."""
         d = self.cfg.data
-        stream, positions = self._shard(stream)
+        stream, positions = self._shard(stream, start_step)
         if d.backend == "torch":
             return build_loader(self.train_set, stream, self.local_batch, num_workers=d.num_workers,
                                 drop_last=self.drop_last, seed=self.cfg.run.seed, epoch=epoch,
@@ -310,7 +342,45 @@ class Trainer:
         loss, right, images = totals.tolist()
         return loss, right, int(images)
 
-    def train_epoch(self, epoch: int) -> dict:
+    def _stop_now(self, step: int) -> bool:
+        """Whether a SIGTERM/SIGINT asks to stop after this step. One process reads its flag every
+        step; under torch.distributed the ranks agree through a small all-reduce, only at log and
+        checkpoint steps (every rank calls it at the same steps)."""
+        if self._stop is None:
+            return False
+        if not self.dist.enabled:
+            return self._stop.requested
+        every = self.cfg.run.checkpoint_every_steps
+        if (step + 1) % self.cfg.run.log_interval and not (every and (step + 1) % every == 0):
+            return False
+        return self._stop.requested_on_any_rank()
+
+    def _save_mid_epoch(self, epoch: int, step: int, loss_sum, correct, seen: int, times: StepTimes) -> None:
+        """Checkpoint after ``step`` steps of ``epoch`` (every rank calls it: under distributed
+        training DA's scores and the running totals are summed over the ranks first)."""
+        self._where = f"writing the checkpoint of epoch {epoch + 1} step {step}"
+        data_state = self.data_sampler.state_dict()
+        if self.dist.enabled:
+            total_loss, total_correct, total_seen = self._totals(loss_sum, correct, seen)
+            progress = {"loss_sum": total_loss, "correct": total_correct, "seen": total_seen}
+            if isinstance(data_state.get("score_sum"), torch.Tensor):
+                buffer = torch.stack([self.data_sampler.score_sum, self.data_sampler.count])
+                distributed.all_reduce_sum_(buffer)
+                data_state["score_sum"], data_state["count"] = buffer[0].cpu(), buffer[1].cpu()
+        else:
+            progress = {"loss_sum": loss_sum.detach().clone(), "correct": correct.detach().clone(), "seen": seen}
+        progress.update(epoch_time=times.total, data_time=times.data, nonfinite_at_start=self._nonfinite_at_start)
+        if self.dist.is_main:
+            self.ckpt_manager.save(self.state_dict(epoch, step, progress, data_state))
+        distributed.barrier(self.dist)
+
+    def _stopped(self, where: str) -> None:
+        self.exit_code = self._stop.exit_code
+        self._print(self._stop.message(where))
+
+    def train_epoch(self, epoch: int, start_step: int = 0) -> dict | None:
+        """Train one epoch from step ``start_step`` (a resumed mid-epoch checkpoint); returns its
+        statistics, or None when a SIGTERM/SIGINT stopped it (a checkpoint was written)."""
         cfg = self.cfg
         self._where = f"at the start of epoch {epoch + 1}"
         gen = epoch_generator(cfg.run.seed, epoch)
@@ -318,7 +388,7 @@ class Trainer:
         paths = self.path_sampler.sample_epoch(self.steps_per_epoch, gen)
         if self.dist.enabled:
             self._check_ranks_agree(epoch, stream, paths)
-        loader = self._loader(stream, epoch)
+        loader = self._loader(stream, epoch, start_step)
         unbiased = cfg.method.unbiased
         path_weights = self.path_sampler.importance_weights(paths).to(torch.float32) if unbiased else None
         world = self.dist.world_size
@@ -327,12 +397,24 @@ class Trainer:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
         times = StepTimes()
+        progress = self._progress if start_step else None
+        self._progress = None
+        self._nonfinite_at_start = self.guard.counts()["total"]
+        if progress is not None:
+            self._nonfinite_at_start = int(progress.get("nonfinite_at_start", self._nonfinite_at_start))
+            times.total, times.data = float(progress["epoch_time"]), float(progress["data_time"])
+            if self.dist.is_main:       # the totals are global: one rank carries them
+                loss_sum = torch.as_tensor(progress["loss_sum"], dtype=torch.float32).to(self.device).clone()
+                correct = torch.as_tensor(progress["correct"]).to(self.device, torch.long).clone()
+                seen = int(progress["seen"])
         bar = None
         if self.dist.is_main and use_progress_bar(cfg.run.progress):
             from tqdm import tqdm
-            bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", leave=False)
-        start = last = time.perf_counter()
-        for step, (images, labels, indices) in enumerate(loader):
+            bar = tqdm(total=self.steps_per_epoch, initial=start_step,
+                       desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", leave=False)
+        last = time.perf_counter()
+        start = last - times.total
+        for step, (images, labels, indices) in enumerate(loader, start_step):
             self._where = f"at epoch {epoch + 1} step {step + 1}"
             fetched = time.perf_counter()
             times.data += fetched - last
@@ -358,13 +440,17 @@ class Trainer:
             # Mean over ranks of per-rank mean losses = the loss of the global batch; clipping and
             # PA's record see the averaged gradients, identical on every rank.
             distributed.average_gradients_(self.params, world)
+            total_norm = None
             if cfg.optim.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.grad_clip, foreach=True)
+                total_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.grad_clip, foreach=True)
+            # A non-finite loss or (averaged, clipped) gradient skips the records and the update.
+            self.guard.check(loss, [p.grad for p in self.params], total_norm=total_norm, step=global_step)
             path_params, slots = self.model.path_parameters(arch)
-            self.path_sampler.record([p.grad for p in path_params], slots)
-            self.data_sampler.record(indices, importance)   # this rank's samples; summed at epoch end
-            self.optimizer.step()
-            loss_sum += per_sample.detach().sum()
+            # DA: this rank's samples; summed over ranks at the epoch's end
+            self.guard.record(self.path_sampler, [p.grad for p in path_params], slots,
+                              self.data_sampler, indices, importance)
+            self.guard.step(self.optimizer)
+            loss_sum += self.guard.masked(per_sample.detach().sum())
             correct += (logits.detach().argmax(1) == labels).sum()
             seen += labels.shape[0]
             last = time.perf_counter()
@@ -372,6 +458,9 @@ class Trainer:
             if bar is not None:
                 bar.update(1)
             if (step + 1) % cfg.run.log_interval == 0 or step + 1 == self.steps_per_epoch:
+                skipped = self.guard.poll()    # raises NonFiniteError past run.nonfinite_max_*
+                if skipped:
+                    self._print(f"warning: epoch {epoch + 1} step {step + 1}: {skipped}")
                 total_loss, total_correct, total_seen = self._totals(loss_sum, correct, seen)
                 line = (f"epoch {epoch + 1}/{cfg.optim.epochs} step {step + 1}/{self.steps_per_epoch} "
                         f"loss {total_loss / total_seen:.4f} acc {total_correct / total_seen:.4f} "
@@ -380,11 +469,25 @@ class Trainer:
                     bar.set_postfix_str(line.split(" loss ", 1)[1])
                 elif self.dist.is_main:
                     print(line, flush=True)
+            if step + 1 < self.steps_per_epoch:     # the epoch's end writes its own checkpoint
+                every = cfg.run.checkpoint_every_steps
+                stop = self._stop_now(step)
+                if stop or (every and (step + 1) % every == 0):
+                    self._save_mid_epoch(epoch, step + 1, loss_sum, correct, seen, times)
+                    last = time.perf_counter()
+                if stop:
+                    if bar is not None:
+                        bar.close()
+                    self._stopped(f"at epoch {epoch + 1} step {step + 1}")
+                    return None
         if bar is not None:
             bar.close()
         self._where = f"at the end of epoch {epoch + 1}"
         total_loss, total_correct, total_seen = self._totals(loss_sum, correct, seen)
+        counts = self.guard.counts()
         return {"train_loss": total_loss / max(total_seen, 1),
+                "nonfinite_skipped": counts["total"] - self._nonfinite_at_start,
+                "nonfinite_total": counts["total"], "nonfinite_longest_run": counts["longest_run"],
                 "train_acc": total_correct / max(total_seen, 1),
                 "images": total_seen, "epoch_time": times.total, "data_time": times.data,
                 "images_per_s": total_seen / max(times.total, 1e-9),
@@ -419,22 +522,39 @@ class Trainer:
                     f"outputs in {self.out_dir}")
         started = time.perf_counter()
         row = {}
-        with distributed.report_failure(self.dist, lambda: self._where):
-            for epoch in range(self.start_epoch, cfg.optim.epochs):
-                row = {"epoch": epoch, "method": cfg.method.name, **self.train_epoch(epoch)}
-                row.update(self.end_epoch(epoch))
-                if cfg.run.gv_draws and self.dist.world_size == 1:
-                    # after end_epoch: GV of the p and q the next epoch draws from
-                    row["gv"] = measure_epoch_gv(self, cfg.run.gv_draws, epoch)["gv"]
-                if self.dist.is_main:
-                    self._where = f"writing the checkpoint of epoch {epoch + 1}"
-                    self.log.append(row)
-                    checkpoint.save_atomic(self.state_dict(epoch + 1), self.ckpt_path)
-                    p_text = " ".join(f"{v:.3f}" for v in self.path_sampler.probabilities()[0].tolist())
-                    print(f"epoch {epoch + 1}/{cfg.optim.epochs} done: loss {row['train_loss']:.4f} "
-                          f"acc {row['train_acc']:.4f} time {row['epoch_time']:.1f}s p[edge 0] {p_text} "
-                          f"q ess/N {row['q']['ess_fraction']:.3f}", flush=True)
-                self._where = f"waiting for rank 0's checkpoint of epoch {epoch + 1}"
-                distributed.barrier(self.dist)   # nobody runs ahead of (or exits before) the checkpoint
+        self.exit_code = 0
+        with GracefulStop() as stop, distributed.report_failure(self.dist, lambda: self._where):
+            self._stop = stop
+            try:
+                row = self._fit_epochs(row)
+            finally:
+                self._stop = None
         return {"out_dir": str(self.out_dir), "checkpoint": str(self.ckpt_path),
-                "train_time": time.perf_counter() - started, "last": row}
+                "train_time": time.perf_counter() - started, "last": row, "exit_code": self.exit_code}
+
+    def _fit_epochs(self, row: dict) -> dict:
+        cfg = self.cfg
+        for epoch in range(self.start_epoch, cfg.optim.epochs):
+            trained = self.train_epoch(epoch, self.start_step if epoch == self.start_epoch else 0)
+            if trained is None:        # stopped by a signal, checkpoint written
+                return row
+            row = {"epoch": epoch, "method": cfg.method.name, **trained}
+            row.update(self.end_epoch(epoch))
+            if cfg.run.gv_draws and self.dist.world_size == 1:
+                # after end_epoch: GV of the p and q the next epoch draws from
+                row["gv"] = measure_epoch_gv(self, cfg.run.gv_draws, epoch)["gv"]
+            if self.dist.is_main:
+                self._where = f"writing the checkpoint of epoch {epoch + 1}"
+                self.log.append(row)
+                self.ckpt_manager.save(self.state_dict(epoch + 1))
+                p_text = " ".join(f"{v:.3f}" for v in self.path_sampler.probabilities()[0].tolist())
+                print(f"epoch {epoch + 1}/{cfg.optim.epochs} done: loss {row['train_loss']:.4f} "
+                      f"acc {row['train_acc']:.4f} time {row['epoch_time']:.1f}s p[edge 0] {p_text} "
+                      f"q ess/N {row['q']['ess_fraction']:.3f}", flush=True)
+            self._where = f"waiting for rank 0's checkpoint of epoch {epoch + 1}"
+            distributed.barrier(self.dist)   # nobody runs ahead of (or exits before) the checkpoint
+            if epoch + 1 < cfg.optim.epochs and self._stop is not None and (
+                    self._stop.requested_on_any_rank() if self.dist.enabled else self._stop.requested):
+                self._stopped(f"after epoch {epoch + 1}")
+                return row
+        return row
