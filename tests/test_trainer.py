@@ -1,5 +1,6 @@
 """Supernet training on digits: every method learns, checkpoints resume exactly, logs are written."""
 import json
+import math
 
 import pytest
 import torch
@@ -41,7 +42,8 @@ def test_each_method_decreases_the_loss(tmp_path, method):
 def test_unbiased_mode_trains(tmp_path):
     cfg = small_config(tmp_path, "pada", epochs=2, **{"method.unbiased": "true"})
     result = Trainer(cfg).fit()
-    assert result["last"]["train_loss"] == pytest.approx(result["last"]["train_loss"])  # finite
+    assert math.isfinite(result["last"]["train_loss"])
+    assert result["last"]["train_loss"] < 2.5       # learning, not just running
 
 
 @pytest.mark.parametrize("method", ["spos", "pada"])

@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-Arch = tuple[int, ...]
+from .genes import Arch
 
 
 class SuperNet(nn.Module):

@@ -19,6 +19,8 @@ import ast
 from collections import namedtuple
 from typing import Iterable, Sequence
 
+from .genes import check_genes
+
 import numpy as np
 
 Arch = tuple[int, ...]
@@ -39,17 +41,7 @@ _EDGE_INDEX = {edge: e for e, edge in enumerate(EDGES)}
 
 
 def check_arch(arch: Iterable[int]) -> Arch:
-    try:
-        genes = tuple(int(g) for g in arch)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"a DARTS architecture is a sequence of {NUM_GENES} operation indices, "
-                        f"got {arch!r}") from exc
-    if len(genes) != NUM_GENES:
-        raise ValueError(f"a DARTS architecture has {NUM_GENES} genes (14 normal-cell edges, then 14 "
-                         f"reduction-cell edges), got {len(genes)}")
-    if any(not 0 <= g < len(OPS) for g in genes):
-        raise ValueError(f"operation indices must lie in [0, {len(OPS)}) for {list(OPS)}, got {genes}")
-    return genes
+    return check_genes(arch, NUM_GENES, OPS, "DARTS", "14 normal-cell edges, then 14 reduction-cell edges")
 
 
 def cell_genes(arch: Sequence[int], cell_type: str) -> Arch:

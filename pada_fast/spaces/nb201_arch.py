@@ -11,6 +11,8 @@ import itertools
 from functools import lru_cache
 from typing import Iterable, Sequence
 
+from .genes import check_genes
+
 Arch = tuple[int, ...]
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -29,19 +31,7 @@ _EDGE_INDEX = {edge: e for e, edge in enumerate(EDGES)}
 
 def check_arch(arch: Iterable[int]) -> Arch:
     """``arch`` as a tuple of ints, after checking it has one valid operation index per edge."""
-    try:
-        genes = tuple(int(g) for g in arch)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"a NAS-Bench-201 architecture is a sequence of {NUM_EDGES} operation "
-                        f"indices, got {arch!r}") from exc
-    if len(genes) != NUM_EDGES:
-        raise ValueError(f"a NAS-Bench-201 architecture has {NUM_EDGES} genes (one per edge "
-                         f"{', '.join(EDGE_NAMES)}), got {len(genes)}: {genes}")
-    bad = [g for g in genes if not 0 <= g < len(OPS)]
-    if bad:
-        raise ValueError(f"operation indices must lie in [0, {len(OPS)}) for {list(OPS)}, "
-                         f"got {genes}")
-    return genes
+    return check_genes(arch, NUM_EDGES, OPS, "NAS-Bench-201", f"one per edge {', '.join(EDGE_NAMES)}")
 
 
 def arch_to_str(arch: Sequence[int]) -> str:
