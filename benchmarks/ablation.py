@@ -1,11 +1,16 @@
 """The paper's ablation (Tables 4 and 5) at any budget: SPOS, PA, DA, PA&DA, PA granularity and the
 δ/τ schedules, several seeds each, every supernet ranked against the same ground truth. Prints a
 markdown table of Kendall's tau and Precision@Top-5% (mean ± std over seeds) and writes
-``summary.json`` under ``--out``. Resumable: finished (variant, seed) rankings are reused.
+``summary.json`` under ``--out``. Resumable: finished (variant, seed) rankings are reused and a
+half-trained run continues from its checkpoint. Runs go seed by seed (every variant's seed 0
+first), so a budget cut short still compares all variants; two processes with disjoint
+``--variants`` share one ``--out`` as two lanes, and a last call with every variant prints the
+whole table. ``--gv-draws K`` measures the gradient variance after every epoch (``gv.jsonl``, the
+input of ``pada-fast gv``) for the ``--gv-variants`` runs; it does not change their training.
 
     python benchmarks/ablation.py --out runs/ablation_digits                       # quickstart setting
     python benchmarks/ablation.py --config configs/nb201_cifar10_cpu.yaml --out runs/ablation_cifar \\
-        --set data.train_subset=5000 --set optim.epochs=15 --rank-eval-subset 500
+        --set data.train_subset=5000 --set optim.epochs=15 --rank-eval-subset 500 --gv-draws 8
 """
 from __future__ import annotations
 
@@ -35,24 +40,32 @@ def main(argv=None):
     parser.add_argument("--config", help="experiment YAML (default: the quickstart's digits setting)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--rank-eval-subset", type=int, default=-1, help="-1: the config's data.eval_subset")
+    parser.add_argument("--gv-draws", type=int, default=0, help="gradient variance after every epoch, K draws")
+    parser.add_argument("--gv-variants", default="spos,pada", help="the variants --gv-draws applies to")
     args = parser.parse_args(argv)
+    names = [n.strip() for n in args.variants.split(",") if n.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+    gv_names = {n.strip() for n in args.gv_variants.split(",")}
     out = Path(args.out)
-    rows = {}
-    for name in args.variants.split(","):
-        for seed in range(args.seeds):
+    rows = {name: [] for name in names}
+    for seed in range(args.seeds):
+        for name in names:
             folder = out / name.replace(" ", "_") / f"s{seed}"
             metrics_path = folder / "rank" / "metrics.json"
             if not metrics_path.exists():
-                overrides = list(args.set) + [f"{k}={v}" for k, v in VARIANTS[name].items()] + [
+                gv = [f"run.gv_draws={args.gv_draws}"] if args.gv_draws and name in gv_names else []
+                overrides = list(args.set) + [f"{k}={v}" for k, v in VARIANTS[name].items()] + gv + [
                     f"run.seed={seed}", f"run.out_dir={folder}", "run.progress=lines"]
                 cfg = build_config(args.config, overrides)
-                Trainer(cfg).fit()
+                Trainer(cfg, resume=(folder / "checkpoint.pt").exists()).fit()
                 rank_supernet(folder / "checkpoint.pt", folder / "rank", eval_subset=args.rank_eval_subset,
                               progress=False)
-            rows.setdefault(name, []).append(json.loads(metrics_path.read_text()))
+            rows[name].append(json.loads(metrics_path.read_text()))
     print(f"| variant | seeds | Kendall tau (mean ± std) | P@Top5% (mean ± std) | per seed tau |")
     print("|---|---|---|---|---|")
     summary = {}

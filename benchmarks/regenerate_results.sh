@@ -47,9 +47,23 @@ done
 pada-fast gv runs/gv/spos runs/gv/pada --out docs/gv_digits.png --out runs/gv/gv.csv
 python benchmarks/ablation.py --out runs/ablation_digits --set run.threads=1
 
+echo "## CIFAR-10 ablation (two single-thread lanes) and its gradient variance per epoch"
+ABL="python benchmarks/ablation.py --config configs/nb201_cifar10_cpu.yaml --out runs/ablation_cifar \
+  --set data.root=$CIFAR --set rank.ground_truth=$NATS --set data.train_subset=5000 --set optim.epochs=15 \
+  --set run.threads=1 --rank-eval-subset 500 --gv-draws 8"
+$ABL --variants spos,pa,da > runs/ablation_cifar_laneA.txt &
+$ABL --variants "pada,pada per_edge,pada decreasing" > runs/ablation_cifar_laneB.txt
+wait
+$ABL      # every run is done: prints the whole table
+pada-fast gv runs/ablation_cifar/spos/s0 runs/ablation_cifar/spos/s1 runs/ablation_cifar/spos/s2 \
+  runs/ablation_cifar/pada/s0 runs/ablation_cifar/pada/s1 runs/ablation_cifar/pada/s2 \
+  --out docs/gv_cifar10.png --out runs/ablation_cifar/gv.csv
+
 echo "## overhead vs SPOS (CPU) and scaling"
 python benchmarks/bench_overhead.py --config configs/nb201_cifar10_cpu.yaml --set data.root=$CIFAR \
   --set rank.ground_truth= --set data.train_subset=2560 --rounds 5
+python benchmarks/bench_overhead.py --config configs/proxyless_cifar10_cpu.yaml --set data.root=$CIFAR \
+  --set data.train_subset=1280 --set run.threads=1 --rounds 3 --micro-rounds 10
 python benchmarks/bench_overhead.py --scaling
 
 if command -v nvidia-smi >/dev/null && nvidia-smi >/dev/null 2>&1; then

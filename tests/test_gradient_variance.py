@@ -14,7 +14,7 @@ from pada_fast.data.datasets import build_dataset
 from pada_fast.data.loader import build_loader
 from pada_fast.evaluate.gradient_variance import gradient_variance, measure_epoch_gv, read_gv_rows
 from pada_fast.evaluate.gv_cli import add_gv_parser
-from pada_fast.evaluate.gv_plot import gv_plot
+from pada_fast.evaluate.gv_plot import group_mean, gv_plot
 from pada_fast.sampling import build_data_sampler, build_path_sampler
 from pada_fast.spaces.nb201 import NB201SuperNet
 from pada_fast.train.trainer import Trainer
@@ -212,3 +212,27 @@ def test_gv_plot(tmp_path):
     path = gv_plot({"SPOS": [(0, 1e-3), (1, 8e-4)], "PA&DA": [(0, 9e-4), (1, 2e-4), (2, 0.0)]},
                    tmp_path / "fig" / "gv.png", title="GV")
     assert path.endswith("gv.png") and (tmp_path / "fig" / "gv.png").stat().st_size > 1000
+
+
+def test_group_mean_keeps_the_epochs_every_run_has():
+    assert group_mean([[(0, 1.0), (1, 3.0), (2, 5.0)], [(1, 5.0), (0, 3.0)]]) == [(0, 2.0), (1, 4.0)]
+    assert group_mean([]) == []
+
+
+def test_gv_plot_groups_seeds_of_a_method(tmp_path):
+    runs = {"spos (s0)": [(0, 1e-3), (1, 8e-4)], "spos (s1)": [(0, 2e-3), (1, 6e-4)],
+            "pada (s0)": [(0, 9e-4), (1, 2e-4)]}
+    groups = {"spos (s0)": "spos", "spos (s1)": "spos", "pada (s0)": "pada"}
+    path = gv_plot(runs, tmp_path / "gv.png", groups=groups)
+    assert (tmp_path / "gv.png").stat().st_size > 1000 and path.endswith("gv.png")
+
+
+def test_gv_cli_prints_a_summary_per_method(capsys):
+    from pada_fast.evaluate.gv_cli import print_method_summary
+    runs = {"a": [{"epoch": e, "gv": v} for e, v in enumerate([4.0, 2.0, 1.0])],
+            "b": [{"epoch": e, "gv": v} for e, v in enumerate([2.0, 2.0, 3.0])],
+            "c": [{"epoch": 0, "gv": 1.0}]}
+    print_method_summary(runs, {"a": "spos", "b": "spos", "c": "pada"})
+    out = capsys.readouterr().out
+    assert "| spos | 2 | 3 | 2.0000e+00 | 2.0000e+00 |" in out      # means 3, 2, 2
+    assert "| pada | 1 | 1 | 1.0000e+00 | 1.0000e+00 |" in out

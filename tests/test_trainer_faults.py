@@ -1,12 +1,16 @@
 """Trainer fault tolerance end to end: a `pada-fast train` process stopped by SIGTERM (graceful:
 finishes the step, checkpoints mid-epoch, exits 143) or killed by SIGKILL (mid-epoch checkpoints
-every 5 steps) resumes and ends bitwise identical to an uninterrupted run (weights, p, q).
+every 5 steps) resumes and ends bitwise identical to an uninterrupted run: weights, momentum, p, q,
+the metric rows and the ranking of the shipped digits table, for SPOS and PA&DA, in one process
+and in two gloo processes (killed as a whole process group, resumed with two processes).
 
-PADA_FAST_FULL_FAULTS=1 runs more SIGKILL points."""
+CI runs a short version (one epoch-boundary kill and one random kill per run).
+PADA_FAST_FULL_FAULTS=1 runs more kill points; PADA_FAST_FAULT_SEED picks them."""
 import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,109 +19,196 @@ import pytest
 import torch
 
 from pada_fast.config import load_config
+from pada_fast.evaluate.rank import rank_supernet
+from pada_fast.quickstart import TABLE
 from pada_fast.train import checkpoint
 from pada_fast.train.trainer import Trainer
 
-SETS = ["space.C=4", "space.N=1", "optim.epochs=3", "data.batch_size=64", "method.name=pada",
+REPO = Path(__file__).resolve().parents[1]
+EPOCHS = 3
+SETS = ["space.C=4", "space.N=1", f"optim.epochs={EPOCHS}", "data.batch_size=64",
         "run.threads=1", "run.device=cpu", "run.log_interval=1", "run.progress=lines"]
+FULL = os.environ.get("PADA_FAST_FULL_FAULTS") == "1"
+METHODS = ["spos", "pada"]
 
 
-def _sets(out_dir, **extra):
-    return SETS + [f"run.out_dir={out_dir}"] + [f"{k}={v}" for k, v in extra.items()]
+def _sets(out_dir, method, **extra):
+    return SETS + [f"method.name={method}", f"run.out_dir={out_dir}"] + [f"{k}={v}" for k, v in extra.items()]
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    out = tmp_path_factory.mktemp("reference")
-    trainer = Trainer(load_config(None, _sets(out)))
+@pytest.fixture(scope="module", params=METHODS)
+def reference(request, tmp_path_factory):
+    """One uninterrupted single-process run per method: (method, steps per epoch, checkpoint, folder)."""
+    method = request.param
+    out = tmp_path_factory.mktemp(f"reference_{method}")
+    trainer = Trainer(load_config(None, _sets(out, method)))
     trainer.fit()
-    return trainer.steps_per_epoch, checkpoint.load(out / "checkpoint.pt"), out
+    return method, trainer.steps_per_epoch, checkpoint.load(out / "checkpoint.pt"), out
 
 
 def _assert_same(a, b):
-    assert a["epoch"] == b["epoch"] == 3 and b["step"] == 0
+    assert a["epoch"] == b["epoch"] == EPOCHS and b["step"] == 0
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
     assert torch.equal(a["path_sampler"]["p"], b["path_sampler"]["p"])
-    assert torch.equal(a["data_sampler"]["q"], b["data_sampler"]["q"])
+    qa, qb = a["data_sampler"].get("q"), b["data_sampler"].get("q")
+    assert (qa is None) == (qb is None) and (qa is None or torch.equal(qa, qb))
 
 
-def _command(out_dir, resume, **extra):
-    cmd = [sys.executable, "-m", "pada_fast.cli", "train"]
-    for s in _sets(out_dir, **extra):
-        cmd += ["--set", s]
-    return cmd + (["--resume"] if resume else [])
-
-
-def _env():
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-
-
-def _run_until(out_dir, resume, epoch, step, sig, **extra):
-    """Start `pada-fast train`, send ``sig`` once it logs ``epoch`` (1-based) ``step``; returns
-    (exit code, stdout, stderr)."""
-    marker = f"epoch {epoch}/3 step {step}/"
-    proc = subprocess.Popen(_command(out_dir, resume, **extra), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=_env())
-    lines = []
-    try:
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith(marker):
-                proc.send_signal(sig)
-                break
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return proc.returncode, "".join(lines) + out, err
-
-
-def _finish(out_dir, **extra):
-    done = subprocess.run(_command(out_dir, True, **extra), capture_output=True, text=True,
-                          env=_env(), timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
-
-
-def test_sigterm_mid_epoch_checkpoints_and_resumes_identically(tmp_path, reference):
-    steps, ref, ref_dir = reference
-    step = steps // 2
-    rc, out, err = _run_until(tmp_path, False, 2, step, signal.SIGTERM)
-    assert rc == 128 + signal.SIGTERM, err[-3000:]
-    assert "received SIGTERM" in err and "stopped by SIGTERM" in out
-    state = checkpoint.load(tmp_path / "checkpoint.pt")
-    # the signal arrives while step `step` (or the next) runs; that step finishes first
-    assert state["epoch"] == 1 and step <= state["step"] < steps
-    done = _finish(tmp_path)
-    assert f"after epoch 1 step {state['step']}" in done.stdout
-    _assert_same(ref, checkpoint.load(tmp_path / "checkpoint.pt"))
-    rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    ref_rows = [json.loads(r) for r in (ref_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows] == [0, 1, 2]
+def _assert_same_rows(run_dir, ref_dir):
+    rows = [json.loads(r) for r in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    ref_rows = [json.loads(r) for r in (Path(ref_dir) / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(EPOCHS))
     for a, b in zip(rows, ref_rows):
         assert a["train_loss"] == b["train_loss"] and a["train_acc"] == b["train_acc"] and a["p"] == b["p"]
 
 
-def test_sigkill_at_random_steps_resumes_from_the_last_mid_epoch_checkpoint(tmp_path, reference):
-    steps, ref, _ = reference
-    total = 3 * steps
-    count = 5 if os.environ.get("PADA_FAST_FULL_FAULTS") == "1" else 2
-    rng = random.Random(int(os.environ.get("PADA_FAST_FAULT_SEED", "7")))
-    points = sorted(rng.sample(range(1, total - 1), count))
-    extra = {"run.checkpoint_every_steps": 5, "run.keep_checkpoints": 3}
-    last = None
-    for i, g in enumerate(points):
-        epoch, step = divmod(g, steps)
-        if step == 0:
-            epoch, step = epoch - 1, steps
-        if last is not None and (epoch, step) <= last:
+def _assert_same_ranking(run_dir, ref_dir):
+    """Both supernets rank the shipped digits table (60 architectures) identically."""
+    got = [rank_supernet(Path(d) / "checkpoint.pt", Path(d) / "rank", ground_truth=str(TABLE), num_archs=None,
+                         eval_subset=200, progress=False) for d in (run_dir, ref_dir)]
+    assert got[0]["kendall_tau"] == got[1]["kendall_tau"]
+    assert (Path(run_dir) / "rank" / "predictions.csv").read_bytes() == \
+        (Path(ref_dir) / "rank" / "predictions.csv").read_bytes()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _command(out_dir, method, resume, nproc=1, **extra):
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "pada_fast.cli", "train"]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
+               "--master-addr=127.0.0.1", f"--master-port={_free_port()}", "-m", "pada_fast.cli", "train"]
+    for s in _sets(out_dir, method, **extra):
+        cmd += ["--set", s]
+    return cmd + (["--resume"] if resume else [])
+
+
+def _env(**faults):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    for key in ("PADA_FAST_FAULT_STEP", "PADA_FAST_FAULT_RANK", "PADA_FAST_FAULT_MODE"):
+        env.pop(key, None)
+    return {**env, **faults}
+
+
+def _descendants(pid):
+    """Every live descendant of ``pid`` (torchrun starts its ranks in sessions of their own, so a
+    process-group kill would miss them)."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
             continue
-        resume = (tmp_path / "checkpoint.pt").exists()     # a kill before the first checkpoint restarts
-        rc, _, err = _run_until(tmp_path, resume, epoch + 1, step, signal.SIGKILL, **extra)
-        assert rc == -signal.SIGKILL, err[-3000:]
-        last = (epoch, step)
-    assert list(tmp_path.glob("checkpoint-e*-s*.pt"))
-    _finish(tmp_path, **extra)
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _run_with_fault(cmd, global_step, mode):
+    """Run ``cmd`` with the trainer's fault hook set at the start of ``global_step`` (0-based).
+    ``sigterm``: the trainer sends itself SIGTERM (a graceful stop). ``sigkill``: rank 0 freezes
+    there (SIGSTOP) and the whole job -- launcher and every rank -- is SIGKILLed at once.
+    Returns (exit code, stdout, stderr)."""
+    hook = "sigstop" if mode == "sigkill" else mode
+    env = _env(PADA_FAST_FAULT_STEP=str(global_step), PADA_FAST_FAULT_MODE=hook)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=REPO, start_new_session=True)
+    try:
+        if mode == "sigkill":
+            for line in proc.stderr:
+                if "PADA_FAST_FAULT_MODE=sigstop test hook" in line:
+                    break
+            for pid in [proc.pid] + _descendants(proc.pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode, out, err
+
+
+def _finish(cmd):
+    done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    return done
+
+
+def _kill_points(steps, count, seed):
+    """Global steps (0-based) to kill at: the first step after epoch 1's checkpoint (an epoch
+    boundary) plus ``count - 1`` random mid-epoch steps, in order."""
+    rng = random.Random(seed)
+    mid_epoch = [g for g in range(1, EPOCHS * steps) if g % steps]
+    return sorted({steps} | set(rng.sample(mid_epoch, count - 1)))
+
+
+def _kill_and_resume(out_dir, method, steps, points, nproc, extra):
+    """SIGKILL the run at each global step in ``points`` (resuming between kills), then finish."""
+    for g in points:
+        resume = (Path(out_dir) / "checkpoint.pt").exists()   # a kill before the first checkpoint restarts
+        rc, out, err = _run_with_fault(_command(out_dir, method, resume, nproc, **extra), g, "sigkill")
+        assert rc == -signal.SIGKILL, (out + err)[-3000:]
+        epoch, step = divmod(g, steps)       # the last step logged before the kill
+        assert (f"epoch {epoch + 1}/{EPOCHS} step {step}/" if step else f"epoch {epoch}/{EPOCHS} done") in out, out
+    assert list(Path(out_dir).glob("checkpoint-e*-s*.pt"))
+    return _finish(_command(out_dir, method, True, nproc, **extra))
+
+
+def test_sigterm_mid_epoch_checkpoints_and_resumes_identically(tmp_path, reference):
+    method, steps, ref, ref_dir = reference
+    step = steps // 2
+    # SIGTERM arrives at the start of epoch 2's step `step + 1`; that step finishes first
+    rc, out, err = _run_with_fault(_command(tmp_path, method, False), steps + step, "sigterm")
+    assert rc == 128 + signal.SIGTERM, err[-3000:]
+    assert "received SIGTERM" in err and "stopped by SIGTERM" in out
+    state = checkpoint.load(tmp_path / "checkpoint.pt")
+    assert state["epoch"] == 1 and state["step"] == step + 1
+    done = _finish(_command(tmp_path, method, True))
+    assert f"after epoch 1 step {state['step']}" in done.stdout
     _assert_same(ref, checkpoint.load(tmp_path / "checkpoint.pt"))
+    _assert_same_rows(tmp_path, ref_dir)
+
+
+def test_sigkill_at_random_steps_resumes_bitwise(tmp_path, reference):
+    method, steps, ref, ref_dir = reference
+    seed = int(os.environ.get("PADA_FAST_FAULT_SEED", "7"))
+    points = _kill_points(steps, 5 if FULL else 2, seed)
+    _kill_and_resume(tmp_path, method, steps, points, 1,
+                     {"run.checkpoint_every_steps": 5, "run.keep_checkpoints": 3})
+    _assert_same(ref, checkpoint.load(tmp_path / "checkpoint.pt"))
+    _assert_same_rows(tmp_path, ref_dir)
+    _assert_same_ranking(tmp_path, ref_dir)
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="needs torch.distributed")
+@pytest.mark.parametrize("method", METHODS)
+def test_two_process_sigkill_resumes_bitwise(tmp_path, method):
+    """Two gloo ranks killed together (SIGKILL to the process group) at random steps, resumed with
+    two ranks: bitwise the uninterrupted two-rank run."""
+    extra = {"data.train_subset": 512, "run.checkpoint_every_steps": 3, "run.keep_checkpoints": 2}
+    steps = 512 // 64
+    ref_dir = tmp_path / "reference"
+    _finish(_command(ref_dir, method, False, 2, **extra))
+    seed = int(os.environ.get("PADA_FAST_FAULT_SEED", "7"))
+    points = _kill_points(steps, 3 if FULL else 2, seed)
+    done = _kill_and_resume(tmp_path / "run", method, steps, points, 2, extra)
+    assert "x 2 processes (gloo" in done.stdout
+    _assert_same(checkpoint.load(ref_dir / "checkpoint.pt"), checkpoint.load(tmp_path / "run" / "checkpoint.pt"))
+    _assert_same_rows(tmp_path / "run", ref_dir)
+    _assert_same_ranking(tmp_path / "run", ref_dir)

@@ -118,6 +118,27 @@ def write_csv(runs: dict[str, list[dict]], path) -> str:
     return str(path)
 
 
+def print_method_summary(runs: dict[str, list[dict]], methods: dict[str, str]) -> None:
+    """Per method: its runs' per-epoch mean GV, summarised as the median over epochs (and the
+    median of the last third of the epochs)."""
+    import statistics
+    from .gv_plot import group_mean
+
+    grouped: dict[str, list[str]] = {}
+    for name, method in methods.items():
+        grouped.setdefault(method, []).append(name)
+    print("\n| method | runs | epochs | median GV over epochs | median GV, last third |")
+    print("|---|---|---|---|---|")
+    for method, names in grouped.items():
+        mean = group_mean([[(r["epoch"], r["gv"]) for r in runs[n]] for n in names])
+        if not mean:
+            continue
+        values = [v for _, v in mean]
+        last = values[len(values) - max(1, len(values) // 3):]
+        print(f"| {method} | {len(names)} | {len(values)} | {statistics.median(values):.4e} | "
+              f"{statistics.median(last):.4e} |")
+
+
 def cmd_gv(args) -> int:
     if args.threads:
         import torch
@@ -126,17 +147,19 @@ def cmd_gv(args) -> int:
                    device=args.device, data_root=args.data_root, clip=args.clip)
     outs = args.out or ([Path(args.run_dirs[0]) / "gv.csv", Path(args.run_dirs[0]) / "gv.png"]
                         if len(args.run_dirs) == 1 else [Path("gv.csv"), Path("gv.png")])
+    methods = {name: rows[0].get("method", name) if rows else name for name, rows in runs.items()}
     print("| run | epoch | GV (per parameter) | ‖ḡ‖²/P | draws | source |")
     print("|---|---|---|---|---|---|")
     for name, rows in runs.items():
         for r in rows:
             print(f"| {name} | {r['epoch']} | {r['gv']:.4e} | {r['mean_grad_sq']:.4e} | {r['num_draws']} "
                   f"| {r['source']} |")
+    print_method_summary(runs, methods)
     for out in map(Path, outs):
         if out.suffix.lower() == ".png":
             from .gv_plot import gv_plot
             gv_plot({n: [(r["epoch"], r["gv"]) for r in rows] for n, rows in runs.items()}, out,
-                    title="gradient variance")
+                    title="gradient variance", groups=methods)
         elif out.suffix.lower() == ".csv":
             write_csv(runs, out)
         else:

@@ -21,8 +21,11 @@ A rank that raises reports itself (:func:`report_failure`: rank, host, where) an
 process group; torchrun then stops the other ranks.
 
 Test hook: ``PADA_FAST_FAULT_STEP=k`` (global step, 0-based) with ``PADA_FAST_FAULT_RANK=r``
-(default 0) makes rank r raise at step k (``PADA_FAST_FAULT_MODE=hang``: stop responding instead,
-to exercise the timeout). Also works in a single process (rank 0).
+(default 0) makes rank r raise at the start of step k. ``PADA_FAST_FAULT_MODE`` picks another fault:
+``hang`` stops responding (to exercise the timeout), ``sigterm`` sends SIGTERM to the process
+(a graceful stop), ``sigstop`` freezes the process (SIGSTOP) so that a test can SIGKILL the whole
+job at exactly that step, launcher and every rank at once, like a lost machine.
+Also works in a single process (rank 0).
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ import hashlib
 import importlib
 import math
 import os
+import signal
 import socket
 import sys
 import time
@@ -441,14 +445,17 @@ class Fault:
     mode: str = "raise"
 
 
+FAULT_MODES = ("raise", "hang", "sigterm", "sigstop")
+
+
 def fault_from_env() -> Optional[Fault]:
     """The test hook ``PADA_FAST_FAULT_STEP``/``_RANK``/``_MODE`` (see the module docstring)."""
     step = os.environ.get("PADA_FAST_FAULT_STEP")
     if not step:
         return None
     mode = os.environ.get("PADA_FAST_FAULT_MODE", "raise")
-    if mode not in ("raise", "hang"):
-        raise ValueError(f"PADA_FAST_FAULT_MODE must be raise or hang, got {mode!r}")
+    if mode not in FAULT_MODES:
+        raise ValueError(f"PADA_FAST_FAULT_MODE must be one of {', '.join(FAULT_MODES)}, got {mode!r}")
     return Fault(int(os.environ.get("PADA_FAST_FAULT_RANK", "0")), int(step), mode)
 
 
@@ -460,5 +467,14 @@ def inject_fault(fault: Fault, rank: int, global_step: int) -> None:
               file=sys.stderr, flush=True)
         while True:
             time.sleep(60)
+    if fault.mode == "sigterm":
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    if fault.mode == "sigstop":
+        print(f"pada-fast: rank {rank} stops at step {global_step} (PADA_FAST_FAULT_MODE=sigstop test hook)",
+              file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os.kill(os.getpid(), signal.SIGSTOP)
+        return
     raise RuntimeError(f"injected fault on rank {rank} at step {global_step} "
                        "(PADA_FAST_FAULT_RANK/PADA_FAST_FAULT_STEP test hook)")

@@ -361,8 +361,15 @@ class Trainer:
         self._where = f"writing the checkpoint of epoch {epoch + 1} step {step}"
         data_state = self.data_sampler.state_dict()
         if self.dist.enabled:
-            total_loss, total_correct, total_seen = self._totals(loss_sum, correct, seen)
-            progress = {"loss_sum": total_loss, "correct": total_correct, "seen": total_seen}
+            # every rank's own totals (exact: one non-zero row per rank), so that a resume with the
+            # same number of ranks sums them in the same order as the uninterrupted run
+            rows = torch.zeros(self.dist.world_size, 3, dtype=torch.float64, device=self.device)
+            rows[self.dist.rank] = torch.stack([loss_sum.detach().to(torch.float64), correct.to(torch.float64),
+                                                torch.tensor(float(seen), dtype=torch.float64, device=self.device)])
+            distributed.all_reduce_sum_(rows)
+            per_rank = rows.tolist()
+            progress = {"loss_sum": sum(r[0] for r in per_rank), "correct": sum(r[1] for r in per_rank),
+                        "seen": int(sum(r[2] for r in per_rank)), "per_rank": per_rank}
             if isinstance(data_state.get("score_sum"), torch.Tensor):
                 buffer = torch.stack([self.data_sampler.score_sum, self.data_sampler.count])
                 distributed.all_reduce_sum_(buffer)
@@ -403,7 +410,13 @@ class Trainer:
         if progress is not None:
             self._nonfinite_at_start = int(progress.get("nonfinite_at_start", self._nonfinite_at_start))
             times.total, times.data = float(progress["epoch_time"]), float(progress["data_time"])
-            if self.dist.is_main:       # the totals are global: one rank carries them
+            per_rank = progress.get("per_rank")
+            if per_rank is not None and len(per_rank) == world:
+                mine = per_rank[self.dist.rank]     # the same ranks again: each continues its own totals
+                loss_sum = torch.tensor(mine[0], dtype=torch.float32, device=self.device)
+                correct = torch.tensor(int(mine[1]), dtype=torch.long, device=self.device)
+                seen = int(mine[2])
+            elif self.dist.is_main:     # another number of ranks: one rank carries the global totals
                 loss_sum = torch.as_tensor(progress["loss_sum"], dtype=torch.float32).to(self.device).clone()
                 correct = torch.as_tensor(progress["correct"]).to(self.device, torch.long).clone()
                 seen = int(progress["seen"])
