@@ -60,6 +60,9 @@ class DataConfig:
     eval_batch_size: int = bounded(256, 1)
     num_workers: int = bounded(0, 0)
     backend: str = choice("torch", "torch", "dali")
+    # image folders: a non-image or unreadable file is an error ("error"), or is left out and
+    # reported ("skip": every selected image is decoded once when the dataset is built)
+    bad_files: str = choice("error", "error", "skip")
 
 
 @dataclass

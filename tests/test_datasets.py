@@ -86,6 +86,42 @@ def test_image_folder_corrupt_file_is_named(tmp_path):
         ds.verify()
 
 
+def test_image_folder_skip_policy_leaves_bad_files_out_and_lists_them(tmp_path):
+    root = make_tree(tmp_path / "tree", {"ant": 3, "bee": 2})
+    (root / "ant" / "notes.txt").write_text("hello")
+    (root / "bee" / "broken.jpg").write_bytes(b"this is not a jpeg" * 10)
+    ds = ImageFolderDataset(root, bad_files="skip")
+    assert len(ds) == 5 and str(root / "bee" / "broken.jpg") not in ds.paths
+    assert np.bincount(ds.targets).tolist() == [3, 2]
+    assert len(ds.skipped) == 2
+    assert "notes.txt: not an image" in ds.skipped[0] and "broken.jpg: unreadable" in ds.skipped[1]
+    ds.verify()                                  # everything left decodes
+    (root / "zebra").mkdir()                     # an empty class is still an error
+    with pytest.raises(ValueError, match="zebra"):
+        ImageFolderDataset(root, bad_files="skip")
+    with pytest.raises(ValueError, match="bad_files must be one of"):
+        ImageFolderDataset(root, bad_files="ignore")
+
+
+def test_skip_policy_through_the_trainer_reports_and_writes_the_list(tmp_path, capsys):
+    from pada_fast.config import load_config
+    from pada_fast.train.trainer import Trainer
+    data = tmp_path / "data"
+    make_tree(data / "train", {"a": 8, "b": 8}, size=(32, 32))
+    make_tree(data / "test", {"a": 2, "b": 2}, size=(32, 32))
+    (data / "train" / "a" / "bad.png").write_bytes(b"\x89PNG broken")
+    sets = ["data.dataset=cifar10_folder", f"data.root={data}", "data.batch_size=8", "space.C=4",
+            "space.N=1", "optim.epochs=1", "run.threads=1", f"run.out_dir={tmp_path / 'run'}",
+            "run.progress=lines"]
+    with pytest.raises(ValueError, match="bad.png"):
+        Trainer(load_config(None, sets)).fit()
+    trainer = Trainer(load_config(None, sets + ["data.bad_files=skip"]))
+    assert len(trainer.train_set) == 16
+    assert "skipped 1 bad file(s) of cifar10_folder train" in capsys.readouterr().err
+    assert "bad.png: unreadable" in (tmp_path / "run" / "skipped_files.txt").read_text()
+    trainer.fit()
+
+
 def test_image_folder_limit_and_subset(tmp_path):
     root = make_tree(tmp_path / "tree", {"a": 6, "b": 6, "c": 3}, size=(4, 4))
     limited = ImageFolderDataset(root, limit_per_class=4)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 from typing import Optional, Sequence
 
 import numpy as np
@@ -100,22 +101,45 @@ class ImageFolderDataset(ImageDataset):
 
     ``limit_per_class`` keeps the first k files of each class; ``subset`` then keeps a class-
     stratified random subset of that size chosen with ``seed``.
+
+    ``bad_files="skip"`` instead leaves non-image files out and, after the subset is taken, decodes
+    every image once and drops the unreadable ones; ``skipped`` lists each left-out file with the
+    reason. An empty class folder stays an error either way (dropping it would renumber classes).
     """
 
     def __init__(self, root: str | os.PathLike, transform=None, *, channels: int = 3,
                  limit_per_class: Optional[int] = None, subset: Optional[int] = None,
-                 seed: int = 0, extensions: Sequence[str] = IMAGE_EXTENSIONS):
+                 seed: int = 0, extensions: Sequence[str] = IMAGE_EXTENSIONS, bad_files: str = "error"):
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
+        if bad_files not in BAD_FILE_POLICIES:
+            raise ValueError(f"bad_files must be one of {', '.join(BAD_FILE_POLICIES)}, got {bad_files!r}")
         self.root = os.fspath(root)
         self.transform = transform
         self.in_channels = channels
-        self.classes, self.paths, targets = _scan_image_folder(
-            self.root, tuple(e.lower() for e in extensions), limit_per_class)
+        self.classes, self.paths, targets, foreign = _scan_image_folder(
+            self.root, tuple(e.lower() for e in extensions), limit_per_class, bad_files == "error")
+        self.skipped = [f"{path}: not an image ({', '.join(extensions)})" for path in foreign]
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
         self.targets = np.asarray(targets, dtype=np.int64)
         if subset is not None:
             self._take(stratified_subset_indices(self.targets, subset, seed))
+        if bad_files == "skip":
+            self._drop_unreadable()
+
+    def _drop_unreadable(self) -> None:
+        keep = []
+        for i in range(len(self)):
+            try:
+                self.read_image(i)
+                keep.append(i)
+            except ValueError as err:
+                self.skipped.append(f"{self.paths[i]}: unreadable ({err.__cause__ or err})")
+        if not keep:
+            raise ValueError(f"no readable image under {self.root}: all {len(self)} selected files failed to "
+                             f"decode (first: {self.skipped[-1]})")
+        if len(keep) < len(self):
+            self._take(np.asarray(keep, dtype=np.int64))
 
     def _take(self, indices: np.ndarray) -> None:
         self.paths = [self.paths[i] for i in indices]
@@ -145,7 +169,11 @@ class ImageFolderDataset(ImageDataset):
                              f"{listing}{more}")
 
 
-def _scan_image_folder(root: str, extensions: tuple[str, ...], limit_per_class: Optional[int]):
+BAD_FILE_POLICIES = ("error", "skip")
+
+
+def _scan_image_folder(root: str, extensions: tuple[str, ...], limit_per_class: Optional[int],
+                       foreign_is_error: bool = True):
     if not os.path.exists(root):
         raise FileNotFoundError(f"image folder {root} does not exist; expected a tree "
                                 "root/<class>/<image>.jpg (for CIFAR-10 JPEGs pass the train/ or "
@@ -175,13 +203,13 @@ def _scan_image_folder(root: str, extensions: tuple[str, ...], limit_per_class: 
             images = images[:limit_per_class]
         paths.extend(os.path.join(folder, n) for n in images)
         targets.extend([label] * len(images))
-    if foreign:
+    if foreign and foreign_is_error:
         listing = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5
                                             else "")
         raise ValueError(f"{len(foreign)} non-image file(s) in the class folders of {root}: "
                          f"{listing}. Move them out of the tree, or pass extensions=... if they "
-                         "are images")
-    return classes, paths, targets
+                         "are images, or set data.bad_files=skip to leave them out")
+    return classes, paths, targets, foreign
 
 
 class ArrayDataset(ImageDataset):
@@ -319,7 +347,7 @@ def _transform_for(name: str, dataset: ImageDataset, augment: bool):
 
 def build_dataset(name: str, root: Optional[str | os.PathLike] = None, split: str = "train",
                   augment: bool = False, subset: Optional[int] = None, seed: int = 0,
-                  download: bool = False) -> ImageDataset:
+                  download: bool = False, bad_files: str = "error") -> ImageDataset:
     """The dataset ``name`` with its standard transform (augmented if ``augment``).
 
     name: 'cifar10_folder' (root holds train/ and test/ image-folder trees), 'imagenet_folder'
@@ -327,7 +355,8 @@ def build_dataset(name: str, root: Optional[str | os.PathLike] = None, split: st
     'cifar100' (torchvision layout under root), 'fashion_mnist' (IDX files in root, default
     /usr/share/datasets/fashion-mnist), 'digits' (bundled with scikit-learn; root ignored).
     ``subset``: keep a class-stratified subset of that many samples chosen with ``seed`` (the
-    digits train/test split also uses ``seed``).
+    digits train/test split also uses ``seed``). ``bad_files``: see :class:`ImageFolderDataset`
+    (image folders only); what was skipped is printed to stderr and kept in ``dataset.skipped``.
     """
     if name not in DATASET_NAMES:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
@@ -341,7 +370,8 @@ def build_dataset(name: str, root: Optional[str | os.PathLike] = None, split: st
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"'cifar10_folder' root {root} must hold train/ and test/ "
                                     f"image-folder trees, but {folder} is missing")
-        dataset = ImageFolderDataset(folder)
+        dataset = ImageFolderDataset(folder, subset=subset, seed=seed, bad_files=bad_files)
+        subset = None       # taken before the bad-file check, so only the chosen images are decoded
     elif name == "imagenet_folder":
         # ImageNet's usual layout names the held-out split val/; test/ is accepted too.
         folders = [os.path.join(os.fspath(root), d) for d in (("train",) if train else ("val", "test"))]
@@ -349,7 +379,8 @@ def build_dataset(name: str, root: Optional[str | os.PathLike] = None, split: st
         if folder is None:
             raise FileNotFoundError(f"'imagenet_folder' root {root} must hold train/ and val/ image-folder "
                                     f"trees; missing {' or '.join(folders)}")
-        dataset = ImageFolderDataset(folder)
+        dataset = ImageFolderDataset(folder, subset=subset, seed=seed, bad_files=bad_files)
+        subset = None
     elif name in ("cifar10", "cifar100"):
         dataset = load_torchvision_cifar(root, train, download, name)
     elif name == "fashion_mnist":
@@ -358,5 +389,10 @@ def build_dataset(name: str, root: Optional[str | os.PathLike] = None, split: st
         dataset = load_digits_dataset(split, seed)
     if subset is not None:
         dataset = dataset.stratified_subset(subset, seed)
+    skipped = getattr(dataset, "skipped", [])
+    if skipped:
+        listing = "\n  ".join(skipped[:10]) + (f"\n  ... and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+        print(f"pada-fast: skipped {len(skipped)} bad file(s) of {name} {split} (data.bad_files=skip), "
+              f"{len(dataset)} images left:\n  {listing}", file=sys.stderr, flush=True)
     dataset.transform = _transform_for(name, dataset, augment)
     return dataset

@@ -81,9 +81,9 @@ def build_benchmark(cfg: Config, table_path: str | Path, which: str | int = 50, 
     device = resolve_device(cfg.run.device)
     d = cfg.data
     train_set = build_dataset(d.dataset, d.root, "train", augment=d.augment, subset=d.train_subset,
-                              seed=cfg.run.seed, download=d.download)
+                              seed=cfg.run.seed, download=d.download, bad_files=d.bad_files)
     test_set = build_dataset(d.dataset, d.root, d.eval_split, augment=False, subset=d.eval_subset,
-                             seed=cfg.run.seed, download=d.download)
+                             seed=cfg.run.seed, download=d.download, bad_files=d.bad_files)
     test_batches = fixed_batches(test_set, d.eval_batch_size, device)
     supernet = build_model(cfg, train_set.num_classes, train_set.in_channels)
     archs = select_archs(supernet, which, cfg.run.seed)

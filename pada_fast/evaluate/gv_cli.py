@@ -47,7 +47,7 @@ def gv_from_checkpoint(run_dir, draws: int = DEFAULT_DRAWS, device: str = "auto"
     model, cfg, state = load_supernet(ckpt, dev)
     d, m = cfg.data, cfg.method
     train_set = build_dataset(d.dataset, data_root or d.root, "train", augment=d.augment,
-                              subset=d.train_subset, seed=cfg.run.seed, download=d.download)
+                              subset=d.train_subset, seed=cfg.run.seed, download=d.download, bad_files=d.bad_files)
     path_sampler = build_path_sampler(m.name, model.candidate_mask(), m.pa_granularity, m.pa_schedule, dev)
     path_sampler.load_state_dict(state["path_sampler"])
     data_sampler = build_data_sampler(m.name, len(train_set), m.da_schedule, dev)

@@ -52,12 +52,13 @@ def rank_supernet(checkpoint_path: str | Path, out_dir: str | Path, ground_truth
     subset = d.eval_subset if eval_subset == -1 else eval_subset
     batch_size = batch_size or d.eval_batch_size
     eval_set = build_dataset(d.dataset, data_root or d.root, d.eval_split, augment=False, subset=subset,
-                             seed=seed, download=d.download)
+                             seed=seed, download=d.download, bad_files=d.bad_files)
     model = to_channels_last(model)
     eval_batches = fixed_batches(eval_set, batch_size, dev, channels_last=True)
     calib = None
     if cfg.space.bn_mode == "running" and r.recalibrate_batches:
-        train_set = build_dataset(d.dataset, data_root or d.root, "train", augment=False, seed=seed)
+        train_set = build_dataset(d.dataset, data_root or d.root, "train", augment=False, seed=seed,
+                                  bad_files=d.bad_files)
         calib = fixed_batches(train_set, d.batch_size, dev, limit=r.recalibrate_batches * d.batch_size,
                               channels_last=True)
     out = Path(out_dir)

@@ -79,7 +79,7 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, algorithm: str = "ev
     split = eval_split or d.eval_split
     subset = d.eval_subset if eval_subset == -1 else eval_subset
     eval_set = build_dataset(d.dataset, data_root or d.root, split, augment=False, subset=subset,
-                             seed=seed, download=d.download)
+                             seed=seed, download=d.download, bad_files=d.bad_files)
     eval_batches = fixed_batches(eval_set, batch_size or d.eval_batch_size, dev)
     calib = None
     if has_running_bn(model):
@@ -88,7 +88,7 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, algorithm: str = "ev
             n = cfg.rank.recalibrate_batches or DEFAULT_RECALIBRATE_BATCHES
         if n > 0:
             train_set = build_dataset(d.dataset, data_root or d.root, "train", augment=False,
-                                      seed=seed, download=d.download)
+                                      seed=seed, download=d.download, bad_files=d.bad_files)
             calib = shuffled_batches(train_set, d.batch_size, n, dev, seed)
         log(f"fitness: inherited accuracy on {len(eval_set)} {split} images; BatchNorm "
             + (f"recalibrated on {len(calib)} training batches of {d.batch_size}" if calib

@@ -132,7 +132,10 @@ class Trainer:
         np.random.seed(cfg.run.seed % 2**32)
         d = cfg.data
         self.train_set = build_dataset(d.dataset, d.root, "train", augment=d.augment, subset=d.train_subset,
-                                       seed=cfg.run.seed, download=d.download)
+                                       seed=cfg.run.seed, download=d.download, bad_files=d.bad_files)
+        skipped = getattr(self.train_set, "skipped", [])
+        if skipped and self.dist.is_main:
+            (self.out_dir / "skipped_files.txt").write_text("".join(line + "\n" for line in skipped))
         self.model = build_model(cfg, self.train_set.num_classes, self.train_set.in_channels).to(self.device)
         self.dtype = getattr(torch, cfg.run.dtype)
         if self.dtype != torch.float32:
