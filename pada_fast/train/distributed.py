@@ -228,6 +228,15 @@ def broadcast_object(obj, ctx: DistContext, src: int = 0):
     return holder[0]
 
 
+def all_gather_object(obj, ctx: DistContext) -> list:
+    """Every rank's ``obj``, in rank order, on every rank (pickled; ``[obj]`` in a single process)."""
+    if not ctx.enabled:
+        return [obj]
+    out = [None] * ctx.world_size
+    _dist().all_gather_object(out, obj)
+    return out
+
+
 @torch.no_grad()
 def broadcast_module_(module: nn.Module, ctx: DistContext, src: int = 0) -> None:
     """Parameters and buffers of rank ``src`` on every rank (as DDP does at construction)."""

@@ -264,7 +264,10 @@ class Trainer:
         self.start_epoch = int(state["epoch"])
         self.start_step = int(state.get("step") or 0)
         self._progress = state.get("progress") if self.start_step else None
-        if self.dist.enabled and not self.dist.is_main:
+        per_rank = state["data_sampler"].get("per_rank")
+        if self.dist.enabled and per_rank is not None and len(per_rank) == self.dist.world_size:
+            self._restore_local_scores(per_rank[self.dist.rank])   # the same ranks: each its own
+        elif self.dist.enabled and not self.dist.is_main:
             # A mid-epoch checkpoint holds DA's scores summed over all ranks so far; rank 0
             # carries them and the others start from zero, so the epoch-end sum counts each once.
             for name in ("score_sum", "count"):
@@ -377,12 +380,31 @@ class Trainer:
                 buffer = torch.stack([self.data_sampler.score_sum, self.data_sampler.count])
                 distributed.all_reduce_sum_(buffer)
                 data_state["score_sum"], data_state["count"] = buffer[0].cpu(), buffer[1].cpu()
+                # Each rank's own partial scores too (sparse: the samples it drew so far), so a
+                # resume with as many ranks sums them at the epoch's end in the same order as the
+                # uninterrupted run; a sample drawn on two ranks makes the order matter.
+                data_state["per_rank"] = distributed.all_gather_object(self._local_scores(), self.dist)
         else:
             progress = {"loss_sum": loss_sum.detach().clone(), "correct": correct.detach().clone(), "seen": seen}
         progress.update(epoch_time=times.total, data_time=times.data, nonfinite_at_start=self._nonfinite_at_start)
         if self.dist.is_main:
             self.ckpt_manager.save(self.state_dict(epoch, step, progress, data_state))
         distributed.barrier(self.dist)
+
+    def _local_scores(self) -> dict:
+        """This rank's DA accumulators of the running epoch, only the samples it has drawn."""
+        sampler = self.data_sampler
+        drawn = torch.nonzero(sampler.count > 0).flatten()
+        return {"index": drawn.cpu(), "score_sum": sampler.score_sum[drawn].cpu(),
+                "count": sampler.count[drawn].cpu()}
+
+    def _restore_local_scores(self, local: dict) -> None:
+        sampler = self.data_sampler
+        sampler.score_sum.zero_()
+        sampler.count.zero_()
+        index = local["index"].to(sampler.score_sum.device)
+        sampler.score_sum[index] = local["score_sum"].to(sampler.score_sum)
+        sampler.count[index] = local["count"].to(sampler.count)
 
     def _stopped(self, where: str) -> None:
         self.exit_code = self._stop.exit_code
