@@ -12,8 +12,8 @@ export OMP_NUM_THREADS=1
 echo "## fused ops vs PyTorch (CPU)"
 python benchmarks/bench_ops.py --rounds 40 --threads 1
 
-echo "## ranking study: SPOS vs PA&DA on CIFAR-10, seeds 0 and 1"
-for seed in 0 1; do
+echo "## ranking study: SPOS vs PA&DA on CIFAR-10, seeds 0, 1 and 2"
+for seed in 0 1 2; do
   for method in spos pada; do
     out=runs/cifar/${method}_s${seed}
     pada-fast train --config configs/nb201_cifar10_cpu.yaml --set data.root=$CIFAR --set rank.ground_truth=$NATS \

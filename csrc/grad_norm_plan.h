@@ -40,7 +40,9 @@ inline GradNormPlan make_grad_norm_plan(const c10::List<std::optional<at::Tensor
     TORCH_CHECK_TYPE(t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16,
                      "gradient ", i, " has unsupported dtype ", t);
     int64_t tensor_index = plan.tensors.size();
-    plan.tensors.push_back(g->contiguous());
+    // A dense tensor in any memory format (e.g. a channels-last conv gradient) occupies numel
+    // consecutive elements from data_ptr; the sum of squares does not care about their order.
+    plan.tensors.push_back(g->is_non_overlapping_and_dense() ? *g : g->contiguous());
     int64_t n = g->numel();
     for (int64_t b = 0; b < n; b += chunk_size) {
       plan.chunk_tensor.push_back(tensor_index);

@@ -127,6 +127,9 @@ class RunConfig:
     dist_timeout_s: float = bounded(1800.0, 1.0)   # torchrun runs: collective timeout (hung rank)
     # weights and activations; float64 for numerical checks (e.g. the distributed equivalence tests)
     dtype: str = choice("float32", "float32", "float64")
+    # train in channels-last memory format (NHWC): faster convolutions on CPUs (oneDNN) and on
+    # tensor-core GPUs; the trajectory differs from NCHW's in float rounding only
+    channels_last: bool = False
 
 
 @dataclass

@@ -64,6 +64,22 @@ def test_non_contiguous_and_empty(device):
     assert count.sum() == 1
 
 
+def test_channels_last_and_transposed_dense_gradients(device):
+    """Dense tensors in another memory format (a channels-last conv gradient, a transposed matrix)
+    are read in place and give the same norm as their contiguous copy."""
+    g = torch.Generator().manual_seed(3)
+    conv = torch.randn(16, 8, 3, 3, generator=g).to(device).contiguous(memory_format=torch.channels_last)
+    mat = torch.randn(70, 1000, generator=g).to(device).t()      # dense, not contiguous, > 64K elements
+    assert not conv.is_contiguous() and not mat.is_contiguous()
+    a_sum, a_cnt = accumulators(device)
+    b_sum, b_cnt = accumulators(device)
+    ops.grad_norm_accumulate_([conv, mat], [1, 2], a_sum, a_cnt)
+    ops.grad_norm_accumulate_([conv.contiguous(), mat.contiguous()], [1, 2], b_sum, b_cnt)
+    torch.testing.assert_close(a_sum, b_sum, rtol=1e-5, atol=0.0)
+    assert a_sum.view(-1)[1].item() == pytest.approx(conv.double().norm().item(), rel=1e-5)
+    assert torch.equal(a_cnt, b_cnt)
+
+
 def test_bad_arguments(device):
     norm_sum, count = accumulators(device)
     g = [torch.ones(3, device=device)]

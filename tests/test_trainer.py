@@ -106,6 +106,36 @@ def test_dali_backend_trains_like_the_torch_backend(tmp_path):
     torch.testing.assert_close(a["data_sampler"]["q"], b["data_sampler"]["q"], rtol=1e-4, atol=1e-9)
 
 
+def test_channels_last_trains_like_contiguous_and_resumes_bitwise(tmp_path, monkeypatch):
+    """run.channels_last: NHWC weights and inputs, the same training up to float rounding, and an
+    exact resume of its own."""
+    results = {}
+    for fmt in ("false", "true"):
+        cfg = small_config(tmp_path / fmt, "pada", epochs=1, **{"run.channels_last": fmt,
+                                                                  "data.train_subset": 320})
+        trainer = Trainer(cfg)
+        trainer.fit()
+        results[fmt] = checkpoint.load(tmp_path / fmt / "pada" / "checkpoint.pt")
+    conv = [p for p in trainer.model.parameters() if p.dim() == 4]
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in conv)
+    assert any(not p.is_contiguous() for p in conv)          # 1x1 kernels are both
+    a, b = results["false"], results["true"]
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(a["path_sampler"]["p"], b["path_sampler"]["p"], rtol=1e-3, atol=1e-5)
+    # two epochs in one go vs. stopped by a fault at global step 9 (checkpoint every 3 steps) and resumed
+    extra = {"run.channels_last": "true", "data.train_subset": 320, "run.checkpoint_every_steps": 3}
+    Trainer(small_config(tmp_path / "once", "pada", epochs=2, **extra)).fit()
+    monkeypatch.setenv("PADA_FAST_FAULT_STEP", "9")
+    with pytest.raises(RuntimeError, match="injected fault"):
+        Trainer(small_config(tmp_path / "twice", "pada", epochs=2, **extra)).fit()
+    monkeypatch.delenv("PADA_FAST_FAULT_STEP")
+    assert checkpoint.load(tmp_path / "twice" / "pada" / "checkpoint.pt")["step"] == 3
+    Trainer(small_config(tmp_path / "twice", "pada", epochs=2, **extra), resume=True).fit()
+    _assert_same_state(checkpoint.load(tmp_path / "once" / "pada" / "checkpoint.pt"),
+                       checkpoint.load(tmp_path / "twice" / "pada" / "checkpoint.pt"))
+
+
 def test_gradient_variance_is_logged_per_epoch(tmp_path):
     cfg = small_config(tmp_path, "pada", epochs=2, **{"run.gv_draws": 4})
     Trainer(cfg).fit()

@@ -140,6 +140,9 @@ class Trainer:
         self.dtype = getattr(torch, cfg.run.dtype)
         if self.dtype != torch.float32:
             self.model.to(self.dtype)
+        self.memory_format = torch.channels_last if cfg.run.channels_last else torch.contiguous_format
+        if cfg.run.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         if cfg.space.sync_bn and self.dist.enabled:
             if distributed.convert_sync_batch_stats(self.model) == 0 and main:
                 print("warning: space.sync_bn=true but the supernet has no batch-statistics BatchNorm "
@@ -462,7 +465,7 @@ class Trainer:
             lr = self._lr_for(global_step)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            images = images.to(self.device, dtype=self.dtype, non_blocking=True)
+            images = images.to(self.device, dtype=self.dtype, non_blocking=True, memory_format=self.memory_format)
             labels = labels.to(self.device, non_blocking=True)
             indices = indices.to(self.device, non_blocking=True)
             arch = tuple(paths[step].tolist())
