@@ -19,3 +19,11 @@ def test_smoke(capsys):
     assert "| pada-off / spos: pure machinery" in out
     assert "| (e) epoch_stream + sample_epoch" in out
     assert "| 1,000 |" in out
+
+
+def test_memory_format_benchmark_prints_both_rows(capsys):
+    import bench_memory_format
+    bench_memory_format.main(["--config", str(REPO / "configs" / "quickstart_digits.yaml"), "--batch", "8",
+                              "--resolution", "8", "--rounds", "2", "--paths", "1"])
+    out = capsys.readouterr().out
+    assert "| heaviest |" in out and "| 1 uniform draws |" in out and out.count("x** (") == 2
