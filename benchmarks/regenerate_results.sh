@@ -65,6 +65,11 @@ python benchmarks/bench_overhead.py --config configs/nb201_cifar10_cpu.yaml --se
 python benchmarks/bench_overhead.py --config configs/proxyless_cifar10_cpu.yaml --set data.root=$CIFAR \
   --set data.train_subset=1280 --set run.threads=1 --rounds 3 --micro-rounds 10
 python benchmarks/bench_overhead.py --scaling
+python benchmarks/bench_memory_format.py --config configs/nb201_cifar10_cpu.yaml --threads 1 --rounds 10
+python benchmarks/bench_memory_format.py --config configs/proxyless_cifar10_cpu.yaml --threads 1 --rounds 10
+python benchmarks/bench_overhead.py --config configs/nb201_cifar10_cpu.yaml --set data.root=$CIFAR --set rank.ground_truth= \
+  --set data.train_subset=2560 --set run.threads=1 --set run.channels_last=true --rounds 3 --micro-rounds 5 \
+  --variants spos,pada,pada-off --no-breakdown
 
 if command -v nvidia-smi >/dev/null && nvidia-smi >/dev/null 2>&1; then
   echo "## GPU"
