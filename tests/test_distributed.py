@@ -12,9 +12,7 @@ demand the same weights and p (to ~1e-12) and q (to float32 rounding: DA's score
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,7 +23,8 @@ from pada_fast.config import ConfigError, load_config
 from pada_fast.train import checkpoint, distributed
 from pada_fast.train.trainer import Trainer
 
-REPO = Path(__file__).resolve().parents[1]
+from train_launch import REPO, child_env, free_port, train_command
+
 STEPS_PER_EPOCH = 8          # 512 images / global batch 64
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="needs torch.distributed")
@@ -40,27 +39,11 @@ def overrides(out_dir, method, **extra):
     return [f"{k}={v}" for k, v in values.items()]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def torchrun(sets, nproc=2, resume=False, env=None, timeout=120):
     """Run ``pada_fast.cli train`` under torchrun; returns (returncode, output, seconds)."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
-           "--master-addr=127.0.0.1", f"--master-port={free_port()}", "-m", "pada_fast.cli", "train"]
-    for s in sets:
-        cmd += ["--set", s]
-    if resume:
-        cmd.append("--resume")
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
-                "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}
-    for key in ("PADA_FAST_FAULT_STEP", "PADA_FAST_FAULT_RANK", "PADA_FAST_FAULT_MODE"):
-        if key not in (env or {}):
-            full_env.pop(key, None)
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(train_command(sets, nproc, resume), cwd=REPO, env=child_env(**(env or {})),
+                          capture_output=True, text=True, timeout=timeout)
     return proc.returncode, proc.stdout + proc.stderr, time.perf_counter() - start
 
 
@@ -289,15 +272,8 @@ def test_mid_epoch_checkpoints_resume_across_process_counts(tmp_path, reference)
 def test_sigterm_to_torchrun_stops_every_rank_with_a_checkpoint(tmp_path, reference):
     run = tmp_path / "run"
     sets = overrides(run, "pada", **{"run.log_interval": 1, "optim.epochs": 2})
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-addr=127.0.0.1",
-           f"--master-port={free_port()}", "-m", "pada_fast.cli", "train"]
-    for s in sets:
-        cmd += ["--set", s]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    for key in ("PADA_FAST_FAULT_STEP", "PADA_FAST_FAULT_RANK", "PADA_FAST_FAULT_MODE"):
-        env.pop(key, None)
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(train_command(sets, 2), cwd=REPO, env=child_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
     lines = []
     try:
         for line in proc.stdout:

@@ -10,9 +10,7 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,7 +22,8 @@ from pada_fast.quickstart import TABLE
 from pada_fast.train import checkpoint
 from pada_fast.train.trainer import Trainer
 
-REPO = Path(__file__).resolve().parents[1]
+from train_launch import REPO, child_env, train_command
+
 EPOCHS = 3
 SETS = ["space.C=4", "space.N=1", f"optim.epochs={EPOCHS}", "data.batch_size=64",
         "run.threads=1", "run.device=cpu", "run.log_interval=1", "run.progress=lines"]
@@ -74,29 +73,8 @@ def _assert_same_ranking(run_dir, ref_dir):
         (Path(ref_dir) / "rank" / "predictions.csv").read_bytes()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _command(out_dir, method, resume, nproc=1, **extra):
-    if nproc == 1:
-        cmd = [sys.executable, "-m", "pada_fast.cli", "train"]
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
-               "--master-addr=127.0.0.1", f"--master-port={_free_port()}", "-m", "pada_fast.cli", "train"]
-    for s in _sets(out_dir, method, **extra):
-        cmd += ["--set", s]
-    return cmd + (["--resume"] if resume else [])
-
-
-def _env(**faults):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    for key in ("PADA_FAST_FAULT_STEP", "PADA_FAST_FAULT_RANK", "PADA_FAST_FAULT_MODE"):
-        env.pop(key, None)
-    return {**env, **faults}
+    return train_command(_sets(out_dir, method, **extra), nproc, resume)
 
 
 def _descendants(pid):
@@ -123,7 +101,7 @@ def _run_with_fault(cmd, global_step, mode):
     there (SIGSTOP) and the whole job -- launcher and every rank -- is SIGKILLed at once.
     Returns (exit code, stdout, stderr)."""
     hook = "sigstop" if mode == "sigkill" else mode
-    env = _env(PADA_FAST_FAULT_STEP=str(global_step), PADA_FAST_FAULT_MODE=hook)
+    env = child_env(PADA_FAST_FAULT_STEP=str(global_step), PADA_FAST_FAULT_MODE=hook)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             cwd=REPO, start_new_session=True)
     try:
@@ -145,7 +123,7 @@ def _run_with_fault(cmd, global_step, mode):
 
 
 def _finish(cmd):
-    done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=child_env(), cwd=REPO, timeout=300)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     return done
 

@@ -39,6 +39,7 @@ class ImageDataset(Dataset):
     classes: list[str]
     in_channels: int
     transform = None
+    skipped: tuple[str, ...] | list[str] = ()     # files left out (ImageFolderDataset, bad_files="skip")
 
     @property
     def num_classes(self) -> int:
@@ -127,19 +128,24 @@ class ImageFolderDataset(ImageDataset):
         if bad_files == "skip":
             self._drop_unreadable()
 
-    def _drop_unreadable(self) -> None:
-        keep = []
-        for i in range(len(self)):
+    def _unreadable(self, indices: Optional[Sequence[int]] = None) -> dict[int, str]:
+        """Decode every image (or those at ``indices``): index -> why it failed, for the failures."""
+        failures = {}
+        for i in (range(len(self)) if indices is None else indices):
             try:
                 self.read_image(i)
-                keep.append(i)
             except ValueError as err:
-                self.skipped.append(f"{self.paths[i]}: unreadable ({err.__cause__ or err})")
-        if not keep:
+                failures[i] = str(err.__cause__ or err)
+        return failures
+
+    def _drop_unreadable(self) -> None:
+        failures = self._unreadable()
+        self.skipped += [f"{self.paths[i]}: unreadable ({why})" for i, why in failures.items()]
+        if len(failures) == len(self):
             raise ValueError(f"no readable image under {self.root}: all {len(self)} selected files failed to "
                              f"decode (first: {self.skipped[-1]})")
-        if len(keep) < len(self):
-            self._take(np.asarray(keep, dtype=np.int64))
+        if failures:
+            self._take(np.asarray([i for i in range(len(self)) if i not in failures], dtype=np.int64))
 
     def _take(self, indices: np.ndarray) -> None:
         self.paths = [self.paths[i] for i in indices]
@@ -156,12 +162,7 @@ class ImageFolderDataset(ImageDataset):
 
     def verify(self, indices: Optional[Sequence[int]] = None) -> None:
         """Decode every image (or those at ``indices``); raise one error listing all failures."""
-        failures = []
-        for i in (range(len(self)) if indices is None else indices):
-            try:
-                self.read_image(i)
-            except ValueError as err:
-                failures.append(str(err.__cause__ or err) + f" ({self.paths[i]})")
+        failures = [f"{why} ({self.paths[i]})" for i, why in self._unreadable(indices).items()]
         if failures:
             listing = "\n  ".join(failures[:20])
             more = f"\n  ... and {len(failures) - 20} more" if len(failures) > 20 else ""
@@ -389,7 +390,7 @@ def build_dataset(name: str, root: Optional[str | os.PathLike] = None, split: st
         dataset = load_digits_dataset(split, seed)
     if subset is not None:
         dataset = dataset.stratified_subset(subset, seed)
-    skipped = getattr(dataset, "skipped", [])
+    skipped = dataset.skipped
     if skipped:
         listing = "\n  ".join(skipped[:10]) + (f"\n  ... and {len(skipped) - 10} more" if len(skipped) > 10 else "")
         print(f"pada-fast: skipped {len(skipped)} bad file(s) of {name} {split} (data.bad_files=skip), "

@@ -133,9 +133,8 @@ class Trainer:
         d = cfg.data
         self.train_set = build_dataset(d.dataset, d.root, "train", augment=d.augment, subset=d.train_subset,
                                        seed=cfg.run.seed, download=d.download, bad_files=d.bad_files)
-        skipped = getattr(self.train_set, "skipped", [])
-        if skipped and self.dist.is_main:
-            (self.out_dir / "skipped_files.txt").write_text("".join(line + "\n" for line in skipped))
+        if self.train_set.skipped and self.dist.is_main:
+            (self.out_dir / "skipped_files.txt").write_text("".join(line + "\n" for line in self.train_set.skipped))
         self.model = build_model(cfg, self.train_set.num_classes, self.train_set.in_channels).to(self.device)
         self.dtype = getattr(torch, cfg.run.dtype)
         if self.dtype != torch.float32:
@@ -341,13 +340,16 @@ class Trainer:
                    "p": distributed.fingerprint(self.path_sampler.probabilities())},
             approx={"weights (sum of |w|)": weights})
 
+    def _rank_totals(self, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int) -> torch.Tensor:
+        """This rank's running ``[loss sum, correct, images]`` as one float64 tensor (exact)."""
+        return torch.stack([loss_sum.detach().to(torch.float64), correct.to(torch.float64),
+                            torch.tensor(float(seen), dtype=torch.float64, device=self.device)])
+
     def _totals(self, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int) -> tuple[float, float, int]:
         """Summed loss, correct predictions and images over all ranks (the host reads them)."""
         if not self.dist.enabled:
             return loss_sum.item(), correct.item(), seen
-        totals = torch.stack([loss_sum.detach().to(torch.float64), correct.to(torch.float64),
-                              torch.tensor(float(seen), dtype=torch.float64, device=self.device)])
-        distributed.all_reduce_sum_(totals)
+        totals = distributed.all_reduce_sum_(self._rank_totals(loss_sum, correct, seen))
         loss, right, images = totals.tolist()
         return loss, right, int(images)
 
@@ -373,20 +375,21 @@ class Trainer:
             # every rank's own totals (exact: one non-zero row per rank), so that a resume with the
             # same number of ranks sums them in the same order as the uninterrupted run
             rows = torch.zeros(self.dist.world_size, 3, dtype=torch.float64, device=self.device)
-            rows[self.dist.rank] = torch.stack([loss_sum.detach().to(torch.float64), correct.to(torch.float64),
-                                                torch.tensor(float(seen), dtype=torch.float64, device=self.device)])
-            distributed.all_reduce_sum_(rows)
-            per_rank = rows.tolist()
+            rows[self.dist.rank] = self._rank_totals(loss_sum, correct, seen)
+            per_rank = distributed.all_reduce_sum_(rows).tolist()
             progress = {"loss_sum": sum(r[0] for r in per_rank), "correct": sum(r[1] for r in per_rank),
                         "seen": int(sum(r[2] for r in per_rank)), "per_rank": per_rank}
             if isinstance(data_state.get("score_sum"), torch.Tensor):
-                buffer = torch.stack([self.data_sampler.score_sum, self.data_sampler.count])
-                distributed.all_reduce_sum_(buffer)
-                data_state["score_sum"], data_state["count"] = buffer[0].cpu(), buffer[1].cpu()
-                # Each rank's own partial scores too (sparse: the samples it drew so far), so a
-                # resume with as many ranks sums them at the epoch's end in the same order as the
-                # uninterrupted run; a sample drawn on two ranks makes the order matter.
-                data_state["per_rank"] = distributed.all_gather_object(self._local_scores(), self.dist)
+                # Each rank's own partial scores (sparse: the samples it drew so far), so a resume
+                # with as many ranks sums them at the epoch's end in the same order as the
+                # uninterrupted run (a sample drawn on two ranks makes the order matter); their
+                # sum serves a resume with another number of ranks.
+                local = distributed.all_gather_object(self._local_scores(), self.dist)
+                data_state["per_rank"] = local
+                for key in ("score_sum", "count"):
+                    data_state[key] = torch.zeros_like(data_state[key])
+                    for part in local:
+                        data_state[key].index_add_(0, part["index"], part[key])
         else:
             progress = {"loss_sum": loss_sum.detach().clone(), "correct": correct.detach().clone(), "seen": seen}
         progress.update(epoch_time=times.total, data_time=times.data, nonfinite_at_start=self._nonfinite_at_start)
