@@ -52,8 +52,9 @@ ABL="python benchmarks/ablation.py --config configs/nb201_cifar10_cpu.yaml --out
   --set data.root=$CIFAR --set rank.ground_truth=$NATS --set data.train_subset=5000 --set optim.epochs=15 \
   --set run.threads=1 --rank-eval-subset 500 --gv-draws 8"
 $ABL --variants spos,pa,da > runs/ablation_cifar_laneA.txt &
+lane_a=$!
 $ABL --variants "pada,pada per_edge,pada decreasing" > runs/ablation_cifar_laneB.txt
-wait
+wait $lane_a     # a failed lane stops the script (set -e)
 $ABL      # every run is done: prints the whole table
 pada-fast gv runs/ablation_cifar/spos/s0 runs/ablation_cifar/spos/s1 runs/ablation_cifar/spos/s2 \
   runs/ablation_cifar/pada/s0 runs/ablation_cifar/pada/s1 runs/ablation_cifar/pada/s2 \
@@ -61,9 +62,9 @@ pada-fast gv runs/ablation_cifar/spos/s0 runs/ablation_cifar/spos/s1 runs/ablati
 
 echo "## overhead vs SPOS (CPU) and scaling"
 python benchmarks/bench_overhead.py --config configs/nb201_cifar10_cpu.yaml --set data.root=$CIFAR \
-  --set rank.ground_truth= --set data.train_subset=2560 --rounds 5
+  --set rank.ground_truth= --set data.train_subset=2560 --set run.threads=1 --rounds 3 --micro-rounds 10
 python benchmarks/bench_overhead.py --config configs/proxyless_cifar10_cpu.yaml --set data.root=$CIFAR \
-  --set data.train_subset=1280 --set run.threads=1 --rounds 3 --micro-rounds 10
+  --set data.train_subset=1280 --set run.threads=1 --rounds 5 --micro-rounds 10
 python benchmarks/bench_overhead.py --scaling
 python benchmarks/bench_memory_format.py --config configs/nb201_cifar10_cpu.yaml --threads 1 --rounds 10
 python benchmarks/bench_memory_format.py --config configs/proxyless_cifar10_cpu.yaml --threads 1 --rounds 10

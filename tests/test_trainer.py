@@ -144,6 +144,15 @@ def test_gradient_variance_is_logged_per_epoch(tmp_path):
     assert len((tmp_path / "pada" / "gv.jsonl").read_text().splitlines()) == 2
 
 
+@pytest.mark.parametrize("setting", ["run.dtype=float64", "run.channels_last=true"])
+def test_gradient_variance_feeds_the_model_what_training_does(tmp_path, setting):
+    key, value = setting.split("=")
+    cfg = small_config(tmp_path, "pada", epochs=1, **{"run.gv_draws": 2, "data.train_subset": 256, key: value})
+    Trainer(cfg).fit()
+    rows = [json.loads(line) for line in (tmp_path / "pada" / "gv.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["gv"] > 0
+
+
 def _assert_same_state(a, b):
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key

@@ -27,16 +27,15 @@ sum of squared deviations (Welford, float64) are kept, never the K gradients: me
 from __future__ import annotations
 
 import json
-import random
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 
 from pada_fast import ops
 from pada_fast.data.loader import build_loader
+from pada_fast.train.checkpoint import capture_rng_state, restore_rng_state
 
 GV_FILE = "gv.jsonl"
 
@@ -48,11 +47,7 @@ def _get(cfg_like, section: str, key: str, default):
 @contextmanager
 def preserved_training_state(model: torch.nn.Module):
     """Restore RNG states, buffers, train/eval mode and ``.grad`` of ``model`` on exit."""
-    cpu_rng = torch.get_rng_state()
-    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() \
-        else None
-    np_rng = np.random.get_state()
-    py_rng = random.getstate()
+    rng = capture_rng_state()
     was_training = model.training
     buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
     params = list(model.parameters())
@@ -68,11 +63,7 @@ def preserved_training_state(model: torch.nn.Module):
                 if saved is not None:
                     b.copy_(saved)
         model.train(was_training)
-        torch.set_rng_state(cpu_rng)
-        if cuda_rng is not None:
-            torch.cuda.set_rng_state_all(cuda_rng)
-        np.random.set_state(np_rng)
-        random.setstate(py_rng)
+        restore_rng_state(rng)
 
 
 def draw_pairs(path_sampler, data_sampler, num_draws: int, batch_size: int,
@@ -162,8 +153,12 @@ def gradient_variance(model, path_sampler, data_sampler, dataset, cfg_like, num_
                               seed=seed, epoch=epoch, pin_memory=device.type == "cuda")
         model.train()
         k = 0
+        # the inputs the training step would give this model (run.dtype, run.channels_last)
+        dtype = params[0].dtype
+        memory_format = torch.channels_last if _get(cfg_like, "run", "channels_last", False) \
+            else torch.contiguous_format
         for k, (images, labels, indices) in enumerate(loader, start=1):
-            images = images.to(device, non_blocking=True)
+            images = images.to(device, dtype=dtype, non_blocking=True, memory_format=memory_format)
             labels = labels.to(device, non_blocking=True)
             arch = tuple(paths[k - 1].tolist())
             for p in params:
@@ -185,8 +180,6 @@ def gradient_variance(model, path_sampler, data_sampler, dataset, cfg_like, num_
             m2.addcmul_(delta, g - mean)
         if k != num_draws:
             raise RuntimeError(f"drew {num_draws} batches but the loader served {k}")
-        for p in params:
-            p.grad = None
         slots = _parameter_slots(model, paths) if breakdown else {}
 
     var_sum = m2 / (num_draws - ddof)

@@ -224,10 +224,13 @@ def load(path: str | Path, map_location="cpu", verify: bool = True) -> dict:
 def capture_rng_state() -> dict:
     """Every global generator a training step may draw from: torch (CPU and each CUDA device),
     numpy, Python's ``random``. (The epoch's paths and stream do not use them: they come from
-    ``epoch_generator(seed, epoch)``; augmentation is seeded per stream position.)"""
+    ``epoch_generator(seed, epoch)``; augmentation is seeded per stream position.) CUDA's are
+    taken only once CUDA is initialised: before that no CUDA generator has drawn, and reading
+    them would open a context on every GPU."""
     import random
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+            "cuda": cuda}
 
 
 def restore_rng_state(rng: dict) -> None:
