@@ -2,7 +2,6 @@
 runs of one method (several seeds) share a colour, with their per-epoch mean drawn bold."""
 from __future__ import annotations
 
-import os
 from typing import Mapping, Sequence
 
 
@@ -21,8 +20,9 @@ def gv_plot(runs: Mapping[str, Sequence[tuple[int, float]]], path, title: str = 
     left out. ``groups`` (name -> group, e.g. the method): runs of a group with more than one
     member are drawn thin in one colour, plus a bold line of their per-epoch mean. Returns
     ``path`` (PNG, matplotlib's Agg canvas, no display needed)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    from .plots import _save
 
     if not runs:
         raise ValueError("gv_plot needs at least one run")
@@ -61,8 +61,4 @@ def gv_plot(runs: Mapping[str, Sequence[tuple[int, float]]], path, title: str = 
         axes.set_title(title)
     axes.grid(alpha=0.3, which="both")
     figure.tight_layout()
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    FigureCanvasAgg(figure)
-    figure.savefig(path, dpi=120)
-    return path
+    return _save(figure, path)

@@ -19,11 +19,10 @@ import ast
 from collections import namedtuple
 from typing import Iterable, Sequence
 
-from .genes import check_genes
+from .genes import Arch, check_genes
 
 import numpy as np
 
-Arch = tuple[int, ...]
 Genotype = namedtuple("Genotype", "normal normal_concat reduce reduce_concat")
 
 OPS: tuple[str, ...] = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",

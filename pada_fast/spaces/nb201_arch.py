@@ -11,9 +11,8 @@ import itertools
 from functools import lru_cache
 from typing import Iterable, Sequence
 
-from .genes import check_genes
+from .genes import Arch, check_genes
 
-Arch = tuple[int, ...]
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NONE, SKIP, CONV_1X1, CONV_3X3, AVG_POOL = range(len(OPS))
