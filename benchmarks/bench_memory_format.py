@@ -11,13 +11,18 @@ its time on; the PA&DA statistics are the same in both formats). Paths: one with
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import os
+import sys
 
 import torch
 
 from pada_fast.config import load_config
+from pada_fast.evaluate.inherited import to_channels_last
+from pada_fast.sampling import UniformPathSampler
 from pada_fast.train.trainer import build_model
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import median, spread, time_ab  # noqa: E402
 
 
 def heaviest_candidate(names) -> int:
@@ -30,11 +35,13 @@ def heaviest_candidate(names) -> int:
     return len(names) - 1
 
 
-def step_time(model, images, labels, arch) -> float:
-    start = time.perf_counter()
-    model.zero_grad(set_to_none=True)
-    torch.nn.functional.cross_entropy(model(images, arch), labels).backward()
-    return time.perf_counter() - start
+def train_steps(model, images, labels, archs):
+    """One supernet step (forward, loss, backward) per path in ``archs``."""
+    def run():
+        for arch in archs:
+            model.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(model(images, arch), labels).backward()
+    return run
 
 
 def main(argv=None):
@@ -54,39 +61,25 @@ def main(argv=None):
     nchw = build_model(cfg, 10, 3).train()
     nhwc = build_model(cfg, 10, 3).train()
     nhwc.load_state_dict(nchw.state_dict())
-    nhwc.to(memory_format=torch.channels_last)
+    nhwc = to_channels_last(nhwc)
     images = torch.randn(batch, 3, args.resolution, args.resolution)
     labels = torch.randint(0, 10, (batch,))
     images_cl = images.contiguous(memory_format=torch.channels_last)
-    mask = nchw.candidate_mask()
     heaviest = tuple(heaviest_candidate(names) for names in nchw.layer_candidates())
-    gen = torch.Generator().manual_seed(1)
-    drawn = [tuple(int(row.nonzero().flatten()[torch.randint(int(row.sum()), (1,), generator=gen)])
-                   for row in mask) for _ in range(args.paths)]
+    drawn = [tuple(a) for a in UniformPathSampler(nchw.candidate_mask()).sample_epoch(
+        args.paths, torch.Generator().manual_seed(1)).tolist()]
     print(f"torch {torch.__version__}, threads {args.threads}, {cfg.space.name}, batch {batch}, "
           f"{args.resolution}x{args.resolution}, {args.rounds} rounds after one warm-up\n")
     print("| path | NCHW step (ms) | NHWC step (ms) | NHWC / NCHW (median, IQR) |")
     print("|---|---|---|---|")
     for name, archs in (("heaviest", [heaviest]), (f"{args.paths} uniform draws", drawn)):
-        for arch in archs:                       # warm-up
-            step_time(nchw, images, labels, arch)
-            step_time(nhwc, images_cl, labels, arch)
-        a, b, ratios = [], [], []
-        for r in range(args.rounds):
-            ta = tb = 0.0
-            for arch in archs:
-                if r % 2:
-                    tb += step_time(nhwc, images_cl, labels, arch)
-                    ta += step_time(nchw, images, labels, arch)
-                else:
-                    ta += step_time(nchw, images, labels, arch)
-                    tb += step_time(nhwc, images_cl, labels, arch)
-            a.append(ta / len(archs))
-            b.append(tb / len(archs))
-            ratios.append(tb / ta)
-        q = statistics.quantiles(ratios, n=4)
-        print(f"| {name} | {1e3 * statistics.median(a):.1f} | {1e3 * statistics.median(b):.1f} | "
-              f"**{statistics.median(ratios):.3f}x** ({q[0]:.3f}–{q[2]:.3f}) |", flush=True)
+        t = time_ab({"nchw": train_steps(nchw, images, labels, archs),
+                     "nhwc": train_steps(nhwc, images_cl, labels, archs)},
+                    rounds=args.rounds, inner=1, warmup=1)
+        ratios = [b / a for a, b in zip(t["nchw"], t["nhwc"])]
+        lo, hi = spread(ratios)
+        print(f"| {name} | {1e3 * median(t['nchw']) / len(archs):.1f} | {1e3 * median(t['nhwc']) / len(archs):.1f} | "
+              f"**{median(ratios):.3f}x** ({lo:.3f}–{hi:.3f}) |", flush=True)
 
 
 if __name__ == "__main__":
