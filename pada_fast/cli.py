@@ -69,12 +69,11 @@ def cmd_rank(args) -> int:
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
-    num_archs = -1 if args.num_archs is None else (None if args.num_archs == 0 else args.num_archs)
+    eval_subset = -1 if args.eval_subset is None else (None if args.eval_subset == 0 else args.eval_subset)
     metrics = rank_supernet(args.checkpoint, args.out, ground_truth=args.ground_truth,
-                            gt_dataset=args.gt_dataset, num_archs=num_archs, seed=args.seed,
-                            eval_subset=-1 if args.eval_subset is None else args.eval_subset,
-                            batch_size=args.batch_size, device=args.device, data_root=args.data_root,
-                            progress=sys.stderr.isatty())
+                            gt_dataset=args.gt_dataset, archs=args.archs, seed=args.seed,
+                            eval_subset=eval_subset, batch_size=args.batch_size, device=args.device,
+                            data_root=args.data_root, resume=args.resume, precision=args.precision)
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -117,9 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for predictions.csv, metrics.json, scatter.png")
     p.add_argument("--ground-truth", help="NATS CSV, JSON/CSV table, or NAS-Bench-201 .pth (default: rank.ground_truth)")
     p.add_argument("--gt-dataset", choices=["cifar10", "cifar100", "imagenet16-120"])
-    p.add_argument("--num-archs", type=int, help="stratified subset size; 0 ranks every architecture")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--eval-subset", type=int, help="held-out images (class-stratified subset)")
+    p.add_argument("--archs", help="all | unique | stratified:N | FILE (default rank.archs): every "
+                   "architecture of the table, one per isomorphism class, N stratified by true "
+                   "accuracy, or those listed in FILE")
+    p.add_argument("--seed", type=int, help="seed of stratified:N (default rank.seed)")
+    p.add_argument("--eval-subset", type=int, help="held-out images (class-stratified subset "
+                   "drawn with data.split_seed; 0: the whole split; default data.eval_subset)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a stopped ranking in --out (same options)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16 autocast: faster on GPUs, approximate (docs/results.md)")
     p.add_argument("--batch-size", type=int, help="evaluation batch size (default data.eval_batch_size)")
     p.add_argument("--data-root", help="dataset root, if it moved since training")
     p.add_argument("--device", default="auto")

@@ -55,6 +55,10 @@ class DataConfig:
     train_subset: int | None = bounded(None, 1)  # class-stratified subset of the training split
     eval_split: str = choice("test", "test", "train")
     eval_subset: int | None = bounded(None, 1)   # held-out images used for ranking
+    # Seed of every split and subset of the data (the digits train/test split, train_subset,
+    # eval_subset, the held-out evaluation order): fixed per dataset, never a training seed, so
+    # no supernet is ever ranked on images it trained on.
+    split_seed: int = 0
     augment: bool = True
     batch_size: int = bounded(64, 1)
     eval_batch_size: int = bounded(256, 1)
@@ -136,7 +140,9 @@ class RunConfig:
 class RankConfig:
     ground_truth: str | None = None         # NATS CSV, JSON/CSV table, or NAS-Bench-201 .pth
     gt_dataset: str = choice("cifar10", "cifar10", "cifar100", "imagenet16-120")
-    num_archs: int | None = 1000            # stratified subset; None ranks every architecture
+    # which architectures: all | unique | stratified:N | a file listing them (evaluate/protocols.py)
+    archs: str = field(default="stratified:1000", metadata={
+        "pattern": r"all|unique|stratified:[1-9][0-9]*|.*[^:]", "help": "all, unique, stratified:N or a file"})
     seed: int = 0
     recalibrate_batches: int = bounded(0, 0)  # running-stats BN only
 
@@ -263,6 +269,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 
 def config_from_dict(values: dict) -> Config:
+    """A saved config (a checkpoint's or a run's config.yaml), including those that name their
+    ranking subset the older way (``rank.num_archs: N`` or null for every architecture)."""
+    rank = values.get("rank")
+    if isinstance(rank, dict) and "num_archs" in rank:
+        rank = dict(rank)
+        n = rank.pop("num_archs")
+        rank.setdefault("archs", "all" if not n else f"stratified:{n}")
+        values = {**values, "rank": rank}
     return apply_dict(Config(), values, source="saved config")
 
 

@@ -22,7 +22,7 @@ SETTINGS = {
     "space": {"name": "nb201", "C": 4, "N": 1},
     "optim": {"epochs": 40, "lr": 0.05, "weight_decay": 2.5e-4, "grad_clip": 5.0},
     "run": {"threads": 2, "log_interval": 1000},
-    "rank": {"ground_truth": str(TABLE), "num_archs": None},
+    "rank": {"ground_truth": str(TABLE), "archs": "all"},
 }
 METHODS = ("spos", "pada")
 

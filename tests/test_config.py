@@ -8,9 +8,9 @@ from pada_fast.config import Config, ConfigError, check_paths, config_from_dict,
 def test_precedence_and_types(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump({"optim": {"lr": 0.1, "epochs": 7}, "method": {"name": "spos"}}))
-    cfg = load_config(path, ["optim.lr=0.2", "data.train_subset=100", "rank.num_archs=null"])
+    cfg = load_config(path, ["optim.lr=0.2", "data.train_subset=100", "rank.archs=all"])
     assert cfg.optim.lr == 0.2 and cfg.optim.epochs == 7 and cfg.method.name == "spos"
-    assert cfg.data.train_subset == 100 and cfg.rank.num_archs is None
+    assert cfg.data.train_subset == 100 and cfg.rank.archs == "all"
     assert isinstance(load_config(None, ["optim.lr=1"]).optim.lr, float)  # ints widen to floats
 
 

@@ -43,7 +43,7 @@ def test_train_then_rank_through_the_cli(tmp_path):
                  "--set", f"run.out_dir={run}", "--set", "run.threads=1", "--set", "method.name=pada"]) == 0
     out = tmp_path / "rank"
     assert main(["rank", str(run / "checkpoint.pt"), "--out", str(out), "--ground-truth", str(TABLE),
-                 "--num-archs", "20", "--threads", "1"]) == 0
+                 "--archs", "stratified:20", "--threads", "1"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     with (out / "predictions.csv").open() as f:
         rows = list(csv.DictReader(f))
@@ -53,7 +53,7 @@ def test_train_then_rank_through_the_cli(tmp_path):
     tau = scipy.stats.kendalltau(pred, true).statistic
     assert metrics["kendall_tau"] == pytest.approx(tau, abs=1e-3) or (np.isnan(tau) and np.isnan(metrics["kendall_tau"]))
     assert (out / "scatter.png").stat().st_size > 1000
-    assert metrics["subset"].startswith("stratified")
+    assert metrics["archs"] == "stratified:20" and metrics["eval_order"].startswith("class-mixed")
 
 
 def test_shipped_table_matches_the_quickstart_space():

@@ -397,3 +397,12 @@ def build_dataset(name: str, root: Optional[str | os.PathLike] = None, split: st
               f"{len(dataset)} images left:\n  {listing}", file=sys.stderr, flush=True)
     dataset.transform = _transform_for(name, dataset, augment)
     return dataset
+
+
+def build_split(data_cfg, split: str, augment: bool = False, subset: Optional[int] = None,
+                root: Optional[str | os.PathLike] = None) -> ImageDataset:
+    """``split`` of the dataset a ``DataConfig`` names (``root`` overrides ``data.root``), the
+    digits split and any ``subset`` drawn with ``data.split_seed`` and never a training seed."""
+    d = data_cfg
+    return build_dataset(d.dataset, root or d.root, split, augment=augment, subset=subset,
+                         seed=d.split_seed, download=d.download, bad_files=d.bad_files)

@@ -29,3 +29,28 @@ def stratified_subset_indices(targets, n: int, seed: int = 0) -> np.ndarray:
         members = np.flatnonzero(inverse == class_pos)
         chosen.append(rng.choice(members, size=int(quota[class_pos]), replace=False))
     return np.sort(np.concatenate(chosen))
+
+
+def class_mixed_order(targets, seed: int = 0) -> np.ndarray:
+    """A seeded permutation of ``0..len(targets)-1`` in which the classes are interleaved in
+    proportion, so any run of consecutive positions (an evaluation batch) holds each class at
+    nearly its share of the whole split.
+
+    Batch-statistics BatchNorm normalises each batch by its own statistics, so a batch of one
+    class (image folders are stored class by class) would be judged by that class's statistics.
+    Exactly: with ``numpy.random.default_rng(seed)``, each class's members are shuffled, member
+    ``r`` of a class of ``n_c`` gets the key ``(r + u_c) / n_c`` with one offset ``u_c`` in [0, 1)
+    per class, and positions are sorted by key (ties by class). The same (targets, seed) always
+    gives the same order.
+    """
+    targets = np.asarray(targets).reshape(-1)
+    if targets.size == 0:
+        raise ValueError("cannot order an empty split")
+    classes, inverse = np.unique(targets, return_inverse=True)
+    rng = np.random.default_rng(seed)
+    offsets = rng.random(len(classes))
+    keys = np.empty(targets.size, dtype=np.float64)
+    for c in range(len(classes)):
+        members = rng.permutation(np.flatnonzero(inverse == c))
+        keys[members] = (np.arange(members.size) + offsets[c]) / members.size
+    return np.lexsort((inverse, keys)).astype(np.int64)

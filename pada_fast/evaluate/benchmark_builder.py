@@ -21,7 +21,7 @@ import torch
 
 from pada_fast import ops
 from pada_fast.config import Config
-from pada_fast.data.datasets import build_dataset
+from pada_fast.data.datasets import build_split
 from pada_fast.data.loader import build_loader
 from pada_fast.train.trainer import build_model, build_optimizer, cosine_lr, epoch_generator, resolve_device
 
@@ -80,10 +80,8 @@ def build_benchmark(cfg: Config, table_path: str | Path, which: str | int = 50, 
         torch.set_num_threads(cfg.run.threads)
     device = resolve_device(cfg.run.device)
     d = cfg.data
-    train_set = build_dataset(d.dataset, d.root, "train", augment=d.augment, subset=d.train_subset,
-                              seed=cfg.run.seed, download=d.download, bad_files=d.bad_files)
-    test_set = build_dataset(d.dataset, d.root, d.eval_split, augment=False, subset=d.eval_subset,
-                             seed=cfg.run.seed, download=d.download, bad_files=d.bad_files)
+    train_set = build_split(d, "train", augment=d.augment, subset=d.train_subset)
+    test_set = build_split(d, d.eval_split, subset=d.eval_subset)
     test_batches = fixed_batches(test_set, d.eval_batch_size, device)
     supernet = build_model(cfg, train_set.num_classes, train_set.in_channels)
     archs = select_archs(supernet, which, cfg.run.seed)

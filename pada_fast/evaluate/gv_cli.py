@@ -31,7 +31,7 @@ def gv_from_checkpoint(run_dir, draws: int = DEFAULT_DRAWS, device: str = "auto"
                        clip=None) -> dict:
     """GV of the final checkpoint of ``run_dir`` under the samplers' saved state."""
     # imported here: heavy imports stay out of `pada-fast --help`
-    from pada_fast.data.datasets import build_dataset
+    from pada_fast.data.datasets import build_split
     from pada_fast.sampling import build_data_sampler, build_path_sampler
     from pada_fast.train.trainer import resolve_device
 
@@ -46,8 +46,7 @@ def gv_from_checkpoint(run_dir, draws: int = DEFAULT_DRAWS, device: str = "auto"
     dev = resolve_device(device)
     model, cfg, state = load_supernet(ckpt, dev)
     d, m = cfg.data, cfg.method
-    train_set = build_dataset(d.dataset, data_root or d.root, "train", augment=d.augment,
-                              subset=d.train_subset, seed=cfg.run.seed, download=d.download, bad_files=d.bad_files)
+    train_set = build_split(d, "train", augment=d.augment, subset=d.train_subset, root=data_root)
     path_sampler = build_path_sampler(m.name, model.candidate_mask(), m.pa_granularity, m.pa_schedule, dev)
     path_sampler.load_state_dict(state["path_sampler"])
     data_sampler = build_data_sampler(m.name, len(train_set), m.da_schedule, dev)

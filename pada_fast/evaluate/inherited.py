@@ -2,24 +2,45 @@
 
 The held-out images are decoded once into fixed batches, so every architecture is judged on
 exactly the same inputs in the same batches (batch-statistics BatchNorm depends on the batching).
+The batches follow one seeded, class-mixed order (:func:`~pada_fast.data.subset.class_mixed_order`),
+never the stored order: image folders are stored class by class.
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Iterable, Sequence
 
+import numpy as np
 import torch
 
 from pada_fast.data.loader import build_loader
+from pada_fast.data.subset import class_mixed_order
 from pada_fast.spaces import recalibrate_bn
 
 
+def evaluation_order(dataset, seed: int = 0, limit: int | None = None) -> np.ndarray:
+    """Dataset indices in the order they are evaluated: the first ``limit`` (default all) of the
+    class-mixed order drawn with ``seed``."""
+    order = class_mixed_order(dataset.targets, seed)
+    return order if limit is None else order[:limit]
+
+
+def order_digest(order) -> str:
+    """SHA-1 of the index order (int64 little-endian): two rankings used the same images in the
+    same batches exactly when their digests and batch sizes agree."""
+    return hashlib.sha1(np.asarray(order, dtype="<i8").tobytes()).hexdigest()
+
+
 def fixed_batches(dataset, batch_size: int, device: torch.device, limit: int | None = None,
-                  seed: int = 0, num_workers: int = 0,
-                  channels_last: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The first ``limit`` (default all) images of ``dataset`` in order, as device batches
-    (channels-last when the model evaluating them is: see :func:`to_channels_last`)."""
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    loader = build_loader(dataset, torch.arange(n), batch_size, num_workers=num_workers, seed=seed)
+                  seed: int = 0, num_workers: int = 0, channels_last: bool = False,
+                  order=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The images at ``order`` (default :func:`evaluation_order` (dataset, seed, limit)) as device
+    batches of ``batch_size`` (channels-last when the model evaluating them is: see
+    :func:`to_channels_last`)."""
+    if order is None:
+        order = evaluation_order(dataset, seed, limit)
+    loader = build_loader(dataset, torch.as_tensor(np.asarray(order, dtype=np.int64)), batch_size,
+                          num_workers=num_workers, seed=seed)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return [(x.to(device).contiguous(memory_format=fmt), y.to(device)) for x, y, _ in loader]
 

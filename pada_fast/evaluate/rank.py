@@ -1,28 +1,40 @@
 """``pada-fast rank``: how well a trained supernet orders architectures.
 
-Every architecture of a ground-truth table (or a stratified subset of it, see
-``GroundTruth.stratified_subset``) is evaluated with inherited weights on the held-out split;
-Kendall's tau-b and Precision@Top-k% compare that order with the table's. Writes
-``predictions.csv``, ``metrics.json`` and ``scatter.png`` into the output folder.
+The architectures a protocol names (:mod:`.protocols`: ``all``, ``unique``, ``stratified:N`` or
+a file) are evaluated with inherited weights by the ranking engine (:mod:`.engine`) on the
+held-out split (:mod:`.heldout`); Kendall's tau-b and Precision@Top-k% compare that order with
+the ground truth's. Each prediction is appended to ``predictions.jsonl`` as soon as it is made, so
+a stopped ranking continues with ``--resume`` and ends with exactly the metrics of an uninterrupted
+one. Writes ``predictions.csv``, ``metrics.json`` (every protocol choice, so two rankings can be
+compared by reading them) and ``scatter.png`` into the output folder.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import os
+import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pada_fast.config import config_from_dict
-from pada_fast.data.datasets import build_dataset
 from pada_fast.train import checkpoint
 from pada_fast.train.trainer import build_model, resolve_device
 
+from .engine import RankingEngine
 from .ground_truth import load_ground_truth
-from .inherited import fixed_batches, inherited_accuracy, to_channels_last
+from .heldout import load_heldout
+from .inherited import to_channels_last
 from .metrics import ranking_metrics
 from .plots import scatter_plot
+from .progress import Progress
+from .protocols import select
+
+PREDICTIONS = "predictions.jsonl"
 
 
 def load_supernet(checkpoint_path: str | Path, device: torch.device):
@@ -33,66 +45,159 @@ def load_supernet(checkpoint_path: str | Path, device: torch.device):
     return model, cfg, state
 
 
+def file_sha1(path: str | Path) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def rank_supernet(checkpoint_path: str | Path, out_dir: str | Path, ground_truth: str | None = None,
-                  gt_dataset: str | None = None, num_archs: int | None = -1, seed: int | None = None,
+                  gt_dataset: str | None = None, archs: str | None = None, seed: int | None = None,
                   eval_subset: int | None = -1, batch_size: int | None = None, device: str = "auto",
-                  data_root: str | None = None, progress: bool = True) -> dict:
+                  data_root: str | None = None, progress: bool | None = None, resume: bool = False,
+                  precision: str = "fp32") -> dict:
     """Rank sub-models of the supernet in ``checkpoint_path``. Arguments left at their defaults
-    come from the run's saved config (``rank.*`` and ``data.*``); ``-1`` means "use the config"."""
+    come from the run's saved config (``rank.*`` and ``data.*``); ``eval_subset=-1`` means "use
+    the config", ``None`` the whole split."""
+    out = Path(out_dir)
+    log_path = out / PREDICTIONS
+    if log_path.exists() and not resume:
+        raise FileExistsError(f"{out} already holds a ranking ({PREDICTIONS}); pass --resume to "
+                              "continue it, or choose another --out")
     dev = resolve_device(device)
-    model, cfg, _ = load_supernet(checkpoint_path, dev)
-    r, d = cfg.rank, cfg.data
+    model, cfg, state = load_supernet(checkpoint_path, dev)
+    r = cfg.rank
     ground_truth = ground_truth or r.ground_truth
     if not ground_truth:
         raise ValueError("no ground truth given: pass --ground-truth or set rank.ground_truth in the config")
-    gt = load_ground_truth(ground_truth, gt_dataset or r.gt_dataset)
-    num_archs = r.num_archs if num_archs == -1 else num_archs
+    gt_dataset = gt_dataset or r.gt_dataset
     seed = r.seed if seed is None else seed
-    table = gt.stratified_subset(num_archs, seed) if num_archs and num_archs < len(gt) else gt
-    subset = d.eval_subset if eval_subset == -1 else eval_subset
-    batch_size = batch_size or d.eval_batch_size
-    eval_set = build_dataset(d.dataset, data_root or d.root, d.eval_split, augment=False, subset=subset,
-                             seed=seed, download=d.download, bad_files=d.bad_files)
+    # The whole table is read and every architecture parsed before any evaluation.
+    gt = load_ground_truth(ground_truth, gt_dataset)
+    selection = select(archs or r.archs, gt, model, seed)
     model = to_channels_last(model)
-    eval_batches = fixed_batches(eval_set, batch_size, dev, channels_last=True)
-    calib = None
-    if cfg.space.bn_mode == "running" and r.recalibrate_batches:
-        train_set = build_dataset(d.dataset, data_root or d.root, "train", augment=False, seed=seed,
-                                  bad_files=d.bad_files)
-        calib = fixed_batches(train_set, d.batch_size, dev, limit=r.recalibrate_batches * d.batch_size,
-                              channels_last=True)
-    out = Path(out_dir)
+    calib_n = r.recalibrate_batches if cfg.space.bn_mode == "running" else 0
+    held = load_heldout(cfg, state, dev, data_root=data_root, subset=eval_subset,
+                        batch_size=batch_size, recalibrate_batches=calib_n)
+    engine = RankingEngine(model, held.batches, held.calib, precision=precision)
+    protocol = {
+        "archs": selection.protocol, "archs_description": selection.description,
+        **selection.extra, "ground_truth": str(ground_truth), "gt_dataset": gt_dataset,
+        "table_size": len(gt), "precision": precision, **held.protocol,
+        "checkpoint_sha1": file_sha1(checkpoint_path),
+    }
+
     out.mkdir(parents=True, exist_ok=True)
-    archs = table.arch_strs
-    predicted = []
+    evaluated_rows = selection.evaluated_rows
+    done = _read_log(log_path, protocol) if resume and log_path.exists() else {}
+    for key, correct in done.items():
+        engine.remember(key, correct)
+    keys = [engine.key(selection.archs[row]) for row in evaluated_rows]
+    todo = len(set(keys) - set(done))
+    paths = len(set(keys))
+    bar = Progress(paths, "ranking (distinct paths)", done=paths - todo, bar=progress)
     started = time.perf_counter()
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=len(archs), desc="ranking", leave=False)
-    for text in archs:
-        predicted.append(inherited_accuracy(model, model.str_to_arch(text), eval_batches, calib))
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+    with _Appender(log_path, protocol) as appender:
+        for key, correct, fresh in engine.run(selection.archs[row] for row in evaluated_rows):
+            if fresh:
+                appender.write(key, correct)
+                bar.update()
+    bar.close()
     elapsed = time.perf_counter() - started
-    true = table.accuracies
+
+    correct_of = {key: engine.correct(key) for key in set(keys)}
+    predicted = np.array([100.0 * correct_of[engine.key(selection.archs[rep])] / engine.total
+                          for rep in selection.representative])
+    true = selection.table.accuracies
     metrics = ranking_metrics(predicted, true)
+    metrics["over"] = f"{len(true)} architectures"
+    if selection.classes is not None:
+        metrics["classes"] = {**ranking_metrics(predicted[selection.classes], true[selection.classes]),
+                              "over": f"{len(selection.classes)} isomorphism classes (representatives)"}
     metrics.update({
-        "checkpoint": str(checkpoint_path), "method": cfg.method.name, "ground_truth": str(ground_truth),
-        "gt_dataset": gt_dataset or r.gt_dataset, "num_archs": len(archs), "table_size": len(gt),
-        "subset": "all" if len(archs) == len(gt) else f"stratified by true accuracy, seed {seed}",
-        "eval_images": len(eval_set), "eval_split": d.eval_split, "eval_batch_size": batch_size,
-        "seconds": elapsed,
+        "checkpoint": str(checkpoint_path), "method": cfg.method.name, **protocol,
+        "num_archs": len(true), "architectures_evaluated": int(len(evaluated_rows)),
+        "distinct_paths": paths, "paths_evaluated_now": todo, "paths_from_resume": paths - todo,
+        "shared_work": engine.sharing, "device": str(dev), "seconds": elapsed,
+        "paths_per_second": todo / elapsed if elapsed > 0 and todo else None,
     })
-    with (out / "predictions.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["arch", "index", "predicted_accuracy", "true_accuracy"])
-        for text, p, t, i in zip(archs, predicted, true, table.indices):
-            w.writerow([text, int(i), f"{p:.4f}", f"{t:.4f}"])
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    _write_predictions(out / "predictions.csv", selection, predicted)
+    _atomic_text(out / "metrics.json", json.dumps(metrics, indent=2))
     scatter_plot(predicted, true, out / "scatter.png",
-                 title=f"{cfg.method.name}: supernet vs ground truth ({len(archs)} archs)")
+                 title=f"{cfg.method.name}: supernet vs ground truth ({len(true)} archs, {selection.protocol})")
     metrics["scatter"] = str(out / "scatter.png")
     return metrics
+
+
+# -- the prediction log --------------------------------------------------------------------------
+def _read_log(path: Path, protocol: dict) -> dict[tuple, int]:
+    """Predictions of an earlier, stopped ranking with the same protocol. A last line cut short by
+    a kill is dropped (and rewritten when the ranking continues)."""
+    lines = path.read_text().split("\n")
+    if not lines or not lines[0].strip():
+        return {}
+    header = json.loads(lines[0])["protocol"]
+    changed = sorted(k for k in set(header) | set(protocol) if header.get(k) != protocol.get(k))
+    if changed:
+        detail = ", ".join(f"{k}: {header.get(k)!r} then, {protocol.get(k)!r} now" for k in changed[:4])
+        raise ValueError(f"cannot resume the ranking in {path.parent}: it was made with other settings "
+                         f"({detail}); rank into another --out, or repeat the first run's options")
+    done: dict[tuple, int] = {}
+    kept = [lines[0]]
+    for line in lines[1:]:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            break                      # the torn last line of a killed run
+        done[tuple(record["key"])] = int(record["correct"])
+        kept.append(line)
+    _atomic_text(path, "\n".join(kept) + "\n")
+    return done
+
+
+class _Appender:
+    """Appends one JSON line per prediction and forces it to disk, so a kill loses at most the
+    prediction being computed."""
+
+    def __init__(self, path: Path, protocol: dict):
+        self.path, self.protocol = path, protocol
+
+    def __enter__(self):
+        fresh = not self.path.exists()
+        self.handle = open(self.path, "a")
+        if fresh:
+            self._put({"protocol": self.protocol})
+        return self
+
+    def write(self, key: tuple, correct: int) -> None:
+        self._put({"key": list(key), "correct": int(correct)})
+
+    def _put(self, record: dict) -> None:
+        self.handle.write(json.dumps(record) + "\n")
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+
+    def __exit__(self, *exc):
+        self.handle.close()
+
+
+def _write_predictions(path: Path, selection, predicted) -> None:
+    table = selection.table
+    rows = [["arch", "index", "predicted_accuracy", "true_accuracy", "evaluated_as"]]
+    for row, (text, index, pred, true) in enumerate(zip(table.arch_strs, table.indices, predicted,
+                                                        table.accuracies)):
+        rep = int(selection.representative[row])
+        rows.append([text, int(index), f"{pred:.4f}", f"{true:.4f}", int(table.indices[rep])])
+    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, newline="")
+    with handle:
+        csv.writer(handle).writerows(rows)
+    os.replace(handle.name, path)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False)
+    with handle:
+        handle.write(text)
+    os.replace(handle.name, path)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from pada_fast.evaluate.inherited import inherited_accuracy
+from pada_fast.evaluate.engine import RankingEngine
 
 
 class InheritedFitness:
     """``fitness(arch)`` = accuracy (%) of ``arch`` with the supernet's weights on
     ``eval_batches``; with ``calib_batches``, running-statistics BN is first recalibrated on them
-    (SPOS does this for every candidate). Counts its calls in ``evaluations``."""
+    (SPOS does this for every candidate). Counts its calls in ``evaluations``; architectures the
+    supernet runs identically are computed once (:class:`~pada_fast.evaluate.engine.RankingEngine`)."""
 
     def __init__(self, supernet, eval_batches, calib_batches=None):
         self.supernet = supernet
@@ -19,12 +20,12 @@ class InheritedFitness:
         self.calib_batches = list(calib_batches) if calib_batches else None
         if not self.eval_batches:
             raise ValueError("InheritedFitness needs at least one held-out batch")
+        self.engine = RankingEngine(supernet, self.eval_batches, self.calib_batches)
         self.evaluations = 0
 
     def __call__(self, arch: Sequence[int]) -> float:
         self.evaluations += 1
-        return inherited_accuracy(self.supernet, tuple(int(g) for g in arch), self.eval_batches,
-                                  self.calib_batches)
+        return self.engine.accuracy(tuple(int(g) for g in arch))
 
 
 class GroundTruthLookup:

@@ -52,8 +52,8 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, algorithm: str = "ev
     """Search the supernet in ``checkpoint``; returns a summary (also in ``out_dir/summary.json``).
     ``evolution``/``random`` hold the algorithm's settings (see :func:`evolution_search`,
     :func:`random_search`); ``-1`` for ``eval_subset`` means "the config's"."""
-    from pada_fast.data.datasets import build_dataset
-    from pada_fast.evaluate.inherited import fixed_batches
+    from pada_fast.data.datasets import build_split
+    from pada_fast.evaluate.heldout import load_heldout
     from pada_fast.evaluate.rank import load_supernet
     from pada_fast.train.trainer import resolve_device
 
@@ -77,18 +77,16 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, algorithm: str = "ev
         f"budget: {budget.describe()}")
 
     split = eval_split or d.eval_split
-    subset = d.eval_subset if eval_subset == -1 else eval_subset
-    eval_set = build_dataset(d.dataset, data_root or d.root, split, augment=False, subset=subset,
-                             seed=seed, download=d.download, bad_files=d.bad_files)
-    eval_batches = fixed_batches(eval_set, batch_size or d.eval_batch_size, dev)
+    held = load_heldout(cfg, state, dev, data_root=data_root, split=split, subset=eval_subset,
+                        batch_size=batch_size, channels_last=False)
+    eval_set, eval_batches = held.dataset, held.batches
     calib = None
     if has_running_bn(model):
         n = recalibrate_batches
         if n is None:
             n = cfg.rank.recalibrate_batches or DEFAULT_RECALIBRATE_BATCHES
         if n > 0:
-            train_set = build_dataset(d.dataset, data_root or d.root, "train", augment=False,
-                                      seed=seed, download=d.download, bad_files=d.bad_files)
+            train_set = build_split(d, "train", subset=d.train_subset, root=data_root)
             calib = shuffled_batches(train_set, d.batch_size, n, dev, seed)
         log(f"fitness: inherited accuracy on {len(eval_set)} {split} images; BatchNorm "
             + (f"recalibrated on {len(calib)} training batches of {d.batch_size}" if calib
@@ -115,7 +113,7 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, algorithm: str = "ev
     write_json_atomic(out / "search_args.json", {
         "checkpoint": str(checkpoint), "algorithm": algorithm, "max_macs": max_macs,
         "max_params": max_params, "resolution": table.resolution, "seed": seed,
-        "eval_split": split, "eval_subset": subset, "eval_images": len(eval_set),
+        **held.protocol,
         "recalibrate_batches": 0 if not calib else len(calib), "ground_truth": gt_path,
         "evolution": evolution or {}, "random": random or {}}, indent=2)
     if algorithm == "evolution":

@@ -58,6 +58,12 @@ class SuperNet(nn.Module):
         (its state is plain JSON, which resumable searches save)."""
         return tuple(int(rng.integers(len(c))) for c in self.layer_candidates())
 
+    def path_key(self, arch: Sequence[int]) -> Arch:
+        """A key equal for two architectures exactly when this supernet runs the same operations
+        for both (so their inherited predictions are identical): the ranking engine evaluates
+        each key once. The architecture itself unless the space prunes dead layers."""
+        return tuple(int(g) for g in arch)
+
     def active_layers(self, arch: Sequence[int]) -> tuple[int, ...]:
         """Layers whose chosen operation actually runs for ``arch`` (cost tables sum these).
         All of them unless the space prunes dead edges."""

@@ -115,6 +115,11 @@ def run_cell(x: torch.Tensor, plan: CellPlan, op_of: Callable[[int, int], nn.Mod
     return torch.zeros_like(x) if out is None else out
 
 
+def _cached_or(cache: dict[tuple[int, int], torch.Tensor], e: int, op: int, cell: "SearchCell"):
+    hit = cache.get((e, op))
+    return cell.edges[e][op] if hit is None else (lambda _x: hit)
+
+
 class SearchCell(nn.Module):
     """All five candidates on each of the six edges: ``edges[e][op]``."""
 
@@ -189,11 +194,50 @@ class NB201SuperNet(_Skeleton, SuperNet):
         return [list(OPS) for _ in range(NUM_EDGES)]
 
     def forward(self, x: torch.Tensor, arch: Sequence[int]) -> torch.Tensor:
-        plan = self._plan(arch)
-        x = self.stem(x)
-        for layer in self.body:
-            x = layer(x, plan) if isinstance(layer, SearchCell) else layer(x)
+        return self._forward_body(self.stem(x), self._plan(arch))
+
+    def _forward_body(self, x: torch.Tensor, plan: CellPlan,
+                      first_cell_inputs: dict[tuple[int, int], torch.Tensor] | None = None) -> torch.Tensor:
+        for position, layer in enumerate(self.body):
+            if not isinstance(layer, SearchCell):
+                x = layer(x)
+            elif position == 0 and first_cell_inputs is not None:
+                x = run_cell(x, plan, lambda e, op: _cached_or(first_cell_inputs, e, op, layer))
+            else:
+                x = layer(x, plan)
         return self.head(x)
+
+    # -- shared work of many evaluations (the ranking engine) ----------------------------------
+    def path_key(self, arch: Sequence[int]) -> Arch:
+        """Dead edges never run: the genes with every dead edge set to ``none``."""
+        key = check_arch(self._key(arch))
+        live = set(live_edges(key))
+        return tuple(g if e in live else OPS.index("none") for e, g in enumerate(key))
+
+    def shared_prefix(self, x: torch.Tensor, with_ops: bool = True) -> dict:
+        """What every architecture computes identically from input ``x`` under batch-statistics
+        BN: the stem's output and, with ``with_ops``, each parametrised or pooling operation of
+        the first cell's edges out of its input node (edges 1<-0, 2<-0, 3<-0). Feed it to
+        :meth:`forward_prefixed`. Running-statistics BN is recalibrated per architecture, so
+        there nothing is shared (``ValueError``)."""
+        if self.bn_mode != "batch":
+            raise ValueError("shared_prefix needs batch-statistics BatchNorm (space.bn_mode=batch); "
+                             "running statistics are recalibrated per architecture")
+        stem = self.stem(x)
+        ops: dict[tuple[int, int], torch.Tensor] = {}
+        if with_ops and isinstance(self.body[0], SearchCell):
+            cell = self.body[0]
+            for e, (_, i) in enumerate(EDGES):
+                if i != 0:
+                    continue
+                for op, name in enumerate(OPS):
+                    if name not in ("none", "skip_connect"):
+                        ops[(e, op)] = cell.edges[e][op](stem)
+        return {"stem": stem, "first_cell_inputs": ops if with_ops else None}
+
+    def forward_prefixed(self, prefix: dict, arch: Sequence[int]) -> torch.Tensor:
+        """``forward(x, arch)`` from ``shared_prefix(x)``: the same values, less work."""
+        return self._forward_body(prefix["stem"], self._plan(arch), prefix["first_cell_inputs"])
 
     def path_parameters(self, arch: Sequence[int]) -> tuple[list[nn.Parameter], list[int]]:
         """Parameters of the operations ``arch`` runs on live edges, across all cells, with slot

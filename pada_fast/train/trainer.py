@@ -26,7 +26,7 @@ import torch
 
 from pada_fast import ops
 from pada_fast.config import Config, ConfigError, check_paths
-from pada_fast.data.datasets import build_dataset
+from pada_fast.data.datasets import build_split
 from pada_fast.data.loader import build_loader, shard_positions
 from pada_fast.evaluate.gradient_variance import measure_epoch_gv
 from pada_fast.sampling import build_data_sampler, build_path_sampler
@@ -131,8 +131,7 @@ class Trainer:
         random.seed(cfg.run.seed)
         np.random.seed(cfg.run.seed % 2**32)
         d = cfg.data
-        self.train_set = build_dataset(d.dataset, d.root, "train", augment=d.augment, subset=d.train_subset,
-                                       seed=cfg.run.seed, download=d.download, bad_files=d.bad_files)
+        self.train_set = build_split(d, "train", augment=d.augment, subset=d.train_subset)
         if self.train_set.skipped and self.dist.is_main:
             (self.out_dir / "skipped_files.txt").write_text("".join(line + "\n" for line in self.train_set.skipped))
         self.model = build_model(cfg, self.train_set.num_classes, self.train_set.in_channels).to(self.device)
@@ -207,6 +206,7 @@ class Trainer:
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
                     "python": random.getstate(), "cuda": self._cuda_rng_state()},
             "num_classes": self.train_set.num_classes,
+            "classes": list(self.train_set.classes),
             "in_channels": self.train_set.in_channels,
         }
 
