@@ -64,7 +64,7 @@ def main(argv=None):
                 cfg = build_config(args.config, overrides)
                 Trainer(cfg, resume=(folder / "checkpoint.pt").exists()).fit()
                 rank_supernet(folder / "checkpoint.pt", folder / "rank", eval_subset=args.rank_eval_subset,
-                              progress=False)
+                              progress=False, resume=True)
             rows[name].append(json.loads(metrics_path.read_text()))
     print(f"| variant | seeds | Kendall tau (mean ± std) | P@Top5% (mean ± std) | per seed tau |")
     print("|---|---|---|---|---|")

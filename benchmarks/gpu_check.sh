@@ -12,6 +12,9 @@
 #   DATA_ROOT            a CIFAR-10 image-folder tree (DATA_ROOT/train/<class>/*.jpg) for the
 #                        overhead run; without it the run uses scikit-learn's bundled digits
 #   GPU_CHECK_SUBSET     training images taken from DATA_ROOT (default 5120)
+#   GT_FILE              the NATS-Bench CSV: with DATA_ROOT (holding test/ too) the ranking engine
+#                        is timed on a C=16 N=5 supernet (1 epoch) and ranks all 15,625
+#                        architectures on the whole test split
 #   PYTHON               interpreter (default python3, else python)
 #   GPU_CHECK_BUDGET_S   overall time budget in seconds (default 450); steps are cut to fit
 #   GPU_CHECK_DRY_RUN=1  print the steps it would run and exit 0; runs and writes nothing
@@ -154,6 +157,23 @@ step "PA&DA vs SPOS overhead on the GPU (bench_overhead.py)" 110 1 \
     "$PY" benchmarks/bench_overhead.py "${OVERHEAD[@]}" --set run.device=cuda --micro-rounds 20
 step "sampler scaling with N on the GPU (bench_overhead.py --scaling)" 40 1 \
     "$PY" benchmarks/bench_overhead.py --scaling --device cuda --scaling-rounds 5
+
+if [ -n "${DATA_ROOT:-}" ] && [ -d "${DATA_ROOT}/test" ] && [ -n "${GT_FILE:-}" ]; then
+    RANK_RUN=$OUT/rank_supernet
+    step "a C=16 N=5 supernet for the ranking engine (1 epoch)" 150 1 \
+        "$PY" -m pada_fast.cli train --config configs/nb201_cifar10.yaml --set "data.root=$DATA_ROOT" \
+        --set optim.epochs=1 --set "data.train_subset=$SUBSET" --set "run.out_dir=$RANK_RUN" \
+        --set run.device=cuda --set data.num_workers=8 --set rank.ground_truth=
+    step "ranking engine vs the per-architecture loop on the GPU (bench_rank.py)" 120 1 \
+        "$PY" benchmarks/bench_rank.py "$RANK_RUN/checkpoint.pt" --ground-truth "$GT_FILE" \
+        --device cuda --archs 50 --rounds 3 --eval-subset 0
+    step "bf16 ranking's tolerance on the GPU (bench_rank.py --precision bf16)" 90 1 \
+        "$PY" benchmarks/bench_rank.py "$RANK_RUN/checkpoint.pt" --ground-truth "$GT_FILE" \
+        --device cuda --archs 50 --rounds 2 --eval-subset 0 --precision bf16
+    step "rank all 15,625 on the 10,000 test images (pada-fast rank --archs all)" 360 1 \
+        "$PY" -m pada_fast.cli rank "$RANK_RUN/checkpoint.pt" --out "$OUT/rank_all" \
+        --ground-truth "$GT_FILE" --archs all --eval-subset 0 --device cuda
+fi
 
 if [ "$DRY" = "1" ]; then
     echo "[dry-run] done; exit 0"

@@ -18,9 +18,13 @@ for seed in 0 1 2; do
     out=runs/cifar/${method}_s${seed}
     pada-fast train --config configs/nb201_cifar10_cpu.yaml --set data.root=$CIFAR --set rank.ground_truth=$NATS \
       --set method.name=$method --set run.seed=$seed --set run.out_dir=$out --set run.threads=1
-    pada-fast rank $out/checkpoint.pt --out $out/rank --threads 1 --eval-subset 1000 --num-archs 1000
+    pada-fast rank $out/checkpoint.pt --out $out/rank --threads 1     # the config's protocol
   done
 done
+
+echo "## ranking engine vs the per-architecture loop (same batches), and bf16's tolerance"
+python benchmarks/bench_rank.py runs/cifar/spos_s0/checkpoint.pt --archs 20 --rounds 3 --threads 1
+python benchmarks/bench_rank.py runs/cifar/spos_s0/checkpoint.pt --archs 20 --rounds 2 --threads 1 --precision bf16
 
 echo "## search: evolution vs random on NAS-Bench-201, ProxylessNAS under a MACs budget"
 pada-fast search runs/cifar/pada_s0/checkpoint.pt --out runs/search/nb201_evo --algorithm evolution \

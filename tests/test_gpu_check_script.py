@@ -45,3 +45,12 @@ def test_dry_run_uses_data_root_when_given(tmp_path):
     assert "nb201_cifar10_cpu.yaml" in result.stdout
     assert f"data.root={tmp_path / 'cifar'}" in result.stdout
     assert "data.train_subset=1024" in result.stdout
+
+
+def test_dry_run_times_the_ranking_engine_when_given_data_and_ground_truth(tmp_path):
+    (tmp_path / "cifar" / "train").mkdir(parents=True)
+    (tmp_path / "cifar" / "test").mkdir()
+    result = run_script(tmp_path, DATA_ROOT=str(tmp_path / "cifar"), GT_FILE="nats.csv")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "bench_rank.py" in result.stdout and "--archs all --eval-subset 0 --device cuda" in result.stdout
+    assert "bench_rank.py" not in run_script(tmp_path).stdout

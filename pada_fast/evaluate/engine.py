@@ -25,8 +25,15 @@ import torch
 from pada_fast.spaces import recalibrate_bn
 
 PRECISIONS = ("fp32", "bf16")
-# Shared activations kept per evaluation: the stem's output alone, or with the first cell's ops.
+# Memory for the shared activations (the stem's output alone, or with the first cell's ops): on a
+# CPU this much, on a GPU a quarter of its memory.
 DEFAULT_PREFIX_BUDGET_BYTES = 4 << 30
+
+
+def default_prefix_budget(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory // 4
+    return DEFAULT_PREFIX_BUDGET_BYTES
 
 
 class RankingEngine:
@@ -34,12 +41,12 @@ class RankingEngine:
 
     ``calib_batches``: running-statistics BN is recalibrated on them before each architecture
     (nothing is then shared but the deduplication). ``prefix_budget_bytes`` bounds the memory of
-    the shared activations (0 turns sharing off).
+    the shared activations (0 turns sharing off; default :func:`default_prefix_budget`).
     """
 
     def __init__(self, supernet, eval_batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
                  calib_batches=None, precision: str = "fp32",
-                 prefix_budget_bytes: int = DEFAULT_PREFIX_BUDGET_BYTES):
+                 prefix_budget_bytes: int | None = None):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.supernet = supernet
@@ -54,6 +61,8 @@ class RankingEngine:
         self.evaluations = 0
         self.sharing = "none"
         self._prefixes = None
+        if prefix_budget_bytes is None:
+            prefix_budget_bytes = default_prefix_budget(self.device)
         if self.calib is None and hasattr(supernet, "shared_prefix") and prefix_budget_bytes > 0 \
                 and getattr(supernet, "bn_mode", "batch") == "batch":
             self._prefixes = self._build_prefixes(prefix_budget_bytes)
@@ -133,4 +142,4 @@ def _tensors(prefix: dict, level: str) -> list[torch.Tensor]:
     return out
 
 
-__all__ = ["DEFAULT_PREFIX_BUDGET_BYTES", "PRECISIONS", "RankingEngine"]
+__all__ = ["DEFAULT_PREFIX_BUDGET_BYTES", "PRECISIONS", "RankingEngine", "default_prefix_budget"]
