@@ -323,3 +323,12 @@ def test_progress_lines_without_a_terminal(capsys):
     bar.update(4)
     err = capsys.readouterr().err
     assert "ranking: 4/10" in err and "ETA" in err
+
+
+def test_resume_after_a_kill_while_the_header_was_written(digits_checkpoint, tmp_path):
+    common = dict(ground_truth=str(TABLE), archs="stratified:10", progress=False)
+    full = rank_supernet(digits_checkpoint, tmp_path / "full", **common)
+    (tmp_path / "part").mkdir()
+    (tmp_path / "part" / PREDICTIONS).write_text('{"protoc')
+    resumed = rank_supernet(digits_checkpoint, tmp_path / "part", resume=True, **common)
+    assert _comparable(resumed) == _comparable(full) and resumed["paths_from_resume"] == 0

@@ -136,9 +136,11 @@ def _read_log(path: Path, protocol: dict) -> dict[tuple, int]:
     """Predictions of an earlier, stopped ranking with the same protocol. A last line cut short by
     a kill is dropped (and rewritten when the ranking continues)."""
     lines = path.read_text().split("\n")
-    if not lines or not lines[0].strip():
+    try:
+        header = json.loads(lines[0])["protocol"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        path.unlink()                  # killed while writing the header: nothing was ranked
         return {}
-    header = json.loads(lines[0])["protocol"]
     changed = sorted(k for k in set(header) | set(protocol) if header.get(k) != protocol.get(k))
     if changed:
         detail = ", ".join(f"{k}: {header.get(k)!r} then, {protocol.get(k)!r} now" for k in changed[:4])
