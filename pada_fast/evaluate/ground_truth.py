@@ -11,10 +11,11 @@ import inspect
 import json
 import math
 import os
-import tempfile
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
+
+from pada_fast.files import write_atomic
 
 NATS_COLUMNS = {
     "cifar10": "CIFAR10TestAccuracy200Epochs",
@@ -168,22 +169,15 @@ class GroundTruth:
             raise ValueError(f"cannot write {path}: use a .json or .csv file name")
         records = [{"arch": a, "accuracy": float(acc), "index": int(i)}
                    for a, acc, i in zip(self._archs, self._accuracies, self._indices)]
-        folder = os.path.dirname(os.path.abspath(path))
-        handle = tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False,
-                                             newline="")
-        try:
-            with handle:
-                if suffix == ".json":
-                    json.dump(records, handle, indent=1)
-                    handle.write("\n")
-                else:
-                    writer = csv.DictWriter(handle, fieldnames=["arch", "accuracy", "index"])
-                    writer.writeheader()
-                    writer.writerows(records)
-            os.replace(handle.name, path)
-        except BaseException:
-            os.unlink(handle.name)
-            raise
+        def write(handle):
+            if suffix == ".json":
+                json.dump(records, handle, indent=1)
+                handle.write("\n")
+            else:
+                writer = csv.DictWriter(handle, fieldnames=["arch", "accuracy", "index"])
+                writer.writeheader()
+                writer.writerows(records)
+        write_atomic(path, write, newline="")
 
 
 # -- readers -----------------------------------------------------------------------------------

@@ -26,8 +26,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from pada_fast.files import write_json_atomic
+
 from .budget import Budget
-from .flops import write_json_atomic
 from .operators import arch_key
 
 Arch = tuple[int, ...]

@@ -24,7 +24,9 @@ from typing import Sequence
 
 from torch import nn
 
-from .flops import CostTable, network_cost, write_json_atomic
+from pada_fast.files import write_json_atomic
+
+from .flops import CostTable, network_cost
 
 FORMAT = "pada_fast.arch/1"
 

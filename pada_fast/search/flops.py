@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -32,6 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from pada_fast.files import write_json_atomic
 
 _TABLE_CACHE: dict[str, "CostTable"] = {}
 
@@ -124,22 +125,6 @@ class CostTable:
                    fixed_macs=int(data["fixed_macs"]), fixed_params=int(data["fixed_params"]),
                    resolution=int(data["resolution"]), in_channels=int(data["in_channels"]),
                    space=data.get("space", ""), active_layers=active_layers)
-
-
-def write_json_atomic(path: str | os.PathLike, data, indent: int | None = 1) -> None:
-    """Write JSON to a temporary file in the same folder, then rename it over ``path``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False)
-    try:
-        with handle:
-            json.dump(data, handle, indent=indent)
-            handle.write("\n")
-        os.replace(handle.name, path)
-    except BaseException:
-        if os.path.exists(handle.name):
-            os.unlink(handle.name)
         raise
 
 
@@ -244,5 +229,4 @@ def build_cost_table(net, resolution: int | None = None, in_channels: int | None
     return table
 
 
-__all__ = ["CostTable", "build_cost_table", "count_macs", "count_params", "macs_per_image", "network_cost",
-           "write_json_atomic"]
+__all__ = ["CostTable", "build_cost_table", "count_macs", "count_params", "macs_per_image", "network_cost"]

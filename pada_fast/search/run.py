@@ -16,11 +16,14 @@ from pathlib import Path
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from pada_fast.files import write_json_atomic
+
 from .budget import Budget
 from .evolution import evolution_search
 from .export import arch_spec
 from .fitness import GroundTruthLookup, InheritedFitness
-from .flops import build_cost_table, write_json_atomic
+
+from .flops import build_cost_table
 from .random_search import random_search
 
 DEFAULT_RECALIBRATE_BATCHES = 10
