@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from common import median, spread
+from pada_fast.data.datasets import build_split
 from pada_fast.evaluate.engine import RankingEngine
 from pada_fast.evaluate.ground_truth import load_ground_truth
 from pada_fast.evaluate.heldout import load_heldout
@@ -84,8 +85,7 @@ def main(argv=None):
               f"({len(keys)} paths for {len(chunk)} archs), equal={got == ref}", flush=True)
     ratios = [a / b for a, b in zip(loop_t, engine_t)]
     paths = len({model.path_key(a) for a in all_archs})
-    full_images = len(load_heldout(cfg, state, torch.device("cpu"), subset=None).dataset) \
-        if args.eval_subset != 0 else images
+    full_images = len(build_split(cfg.data, cfg.data.eval_split))     # the whole split, not decoded
     scale = full_images / images
     loop_all = median(loop_t) * len(all_archs) * scale
     engine_all = (median(engine_t) * paths + median(setup_t)) * scale

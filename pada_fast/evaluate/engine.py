@@ -18,7 +18,7 @@ changed here.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable, Iterator, Sequence
+from typing import Sequence
 
 import torch
 
@@ -85,13 +85,6 @@ class RankingEngine:
     def remember(self, key: tuple, correct: int) -> None:
         """A result computed earlier (a resumed ranking): ``key`` is not evaluated again."""
         self._done[tuple(key)] = int(correct)
-
-    def run(self, archs: Iterable[Sequence[int]]) -> Iterator[tuple[tuple, int, bool]]:
-        """``(key, correct, evaluated_now)`` for each architecture, in order."""
-        for arch in archs:
-            key = self.key(arch)
-            fresh = key not in self._done
-            yield key, self.correct(arch), fresh
 
     # -- internals -----------------------------------------------------------------------------
     def _autocast(self):

@@ -6,7 +6,6 @@ import sys
 import time
 
 
-
 class Progress:
     def __init__(self, total: int, desc: str, done: int = 0, bar: bool | None = None,
                  interval_s: float = 30.0):

@@ -11,10 +11,8 @@ compared by reading them) and ``scatter.png`` into the output folder.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import numpy as np
 import torch
 
 from pada_fast.config import config_from_dict
+from pada_fast.files import write_atomic, write_json_atomic, write_text_atomic
 from pada_fast.train import checkpoint
 from pada_fast.train.trainer import build_model, resolve_device
 
@@ -45,12 +44,13 @@ def load_supernet(checkpoint_path: str | Path, device: torch.device):
     return model, cfg, state
 
 
-def file_sha1(path: str | Path) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def checkpoint_digest(state: dict) -> str:
+    """The SHA-256 a checkpoint stores of its own payload (computed for files written before
+    checkpoints held one): it names the weights a ranking was made with."""
+    stored = state.get(checkpoint.CHECKSUM_KEY)
+    if isinstance(stored, dict) and isinstance(stored.get("sha256"), str):
+        return stored["sha256"]
+    return checkpoint.payload_digest(state)
 
 
 def rank_supernet(checkpoint_path: str | Path, out_dir: str | Path, ground_truth: str | None = None,
@@ -86,7 +86,7 @@ def rank_supernet(checkpoint_path: str | Path, out_dir: str | Path, ground_truth
         "archs": selection.protocol, "archs_description": selection.description,
         **selection.extra, "ground_truth": str(ground_truth), "gt_dataset": gt_dataset,
         "table_size": len(gt), "precision": precision, **held.protocol,
-        "checkpoint_sha1": file_sha1(checkpoint_path),
+        "checkpoint_sha256": checkpoint_digest(state),
     }
 
     out.mkdir(parents=True, exist_ok=True)
@@ -100,16 +100,15 @@ def rank_supernet(checkpoint_path: str | Path, out_dir: str | Path, ground_truth
     bar = Progress(paths, "ranking (distinct paths)", done=paths - todo, bar=progress)
     started = time.perf_counter()
     with _Appender(log_path, protocol) as appender:
-        for key, correct, fresh in engine.run(selection.archs[row] for row in evaluated_rows):
-            if fresh:
-                appender.write(key, correct)
+        for key in keys:
+            if key not in done:
+                done[key] = engine.correct(key)
+                appender.write(key, done[key])
                 bar.update()
     bar.close()
     elapsed = time.perf_counter() - started
 
-    correct_of = {key: engine.correct(key) for key in set(keys)}
-    predicted = np.array([100.0 * correct_of[engine.key(selection.archs[rep])] / engine.total
-                          for rep in selection.representative])
+    predicted = np.array([engine.accuracy(selection.archs[rep]) for rep in selection.representative])
     true = selection.table.accuracies
     metrics = ranking_metrics(predicted, true)
     metrics["over"] = f"{len(true)} architectures"
@@ -124,7 +123,7 @@ def rank_supernet(checkpoint_path: str | Path, out_dir: str | Path, ground_truth
         "paths_per_second": todo / elapsed if elapsed > 0 and todo else None,
     })
     _write_predictions(out / "predictions.csv", selection, predicted)
-    _atomic_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    write_json_atomic(out / "metrics.json", metrics, indent=2)
     scatter_plot(predicted, true, out / "scatter.png",
                  title=f"{cfg.method.name}: supernet vs ground truth ({len(true)} archs, {selection.protocol})")
     metrics["scatter"] = str(out / "scatter.png")
@@ -155,7 +154,7 @@ def _read_log(path: Path, protocol: dict) -> dict[tuple, int]:
             break                      # the torn last line of a killed run
         done[tuple(record["key"])] = int(record["correct"])
         kept.append(line)
-    _atomic_text(path, "\n".join(kept) + "\n")
+    write_text_atomic(path, "\n".join(kept) + "\n")
     return done
 
 
@@ -192,14 +191,4 @@ def _write_predictions(path: Path, selection, predicted) -> None:
                                                         table.accuracies)):
         rep = int(selection.representative[row])
         rows.append([text, int(index), f"{pred:.4f}", f"{true:.4f}", int(table.indices[rep])])
-    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, newline="")
-    with handle:
-        csv.writer(handle).writerows(rows)
-    os.replace(handle.name, path)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False)
-    with handle:
-        handle.write(text)
-    os.replace(handle.name, path)
+    write_atomic(path, lambda handle: csv.writer(handle).writerows(rows), newline="")
