@@ -32,6 +32,23 @@ VARIANTS = {
     "pada per_edge": {"method.name": "pada", "method.pa_granularity": "per_edge"},
     "pada decreasing": {"method.name": "pada", "method.pa_schedule": "linear_decrease",
                            "method.da_schedule": "linear_decrease"},
+    # the implementation details of the authors' code (pada_fast/reproduce.py), one at a time and
+    # all together, and the other differences a reference implementation can have
+    "pada official": {"method.name": "pada", "method.reproduce": "official"},
+    "pada pa_aggregation=official": {"method.name": "pada", "method.pa_aggregation": "official"},
+    "pada da_aggregation=official": {"method.name": "pada", "method.da_aggregation": "official"},
+    "pada lagged schedule": {"method.name": "pada", "method.schedule_offset": "lagged"},
+    "pada lr per epoch": {"method.name": "pada", "optim.lr_schedule": "per_epoch"},
+    "pada update unsampled": {"method.name": "pada", "optim.update_unsampled": "on"},
+    "pada affine reductions": {"method.name": "pada", "space.reduction_bn": "affine"},
+    "pada random subsets": {"method.name": "pada", "data.subset_mode": "random"},
+    "pada augment=none": {"method.name": "pada", "data.augment": "none"},
+    "pada augment=flip": {"method.name": "pada", "data.augment": "flip"},
+    "pada augment=crop": {"method.name": "pada", "data.augment": "crop"},
+    "pada augment=crop_flip": {"method.name": "pada", "data.augment": "crop_flip"},
+    "fairnas": {"method.name": "fairnas"},
+    "spos augment=none": {"method.name": "spos", "data.augment": "none"},
+    "spos augment=crop": {"method.name": "spos", "data.augment": "crop"},
 }
 
 
@@ -45,6 +62,8 @@ def main(argv=None):
     parser.add_argument("--rank-eval-subset", type=int, default=-1, help="-1: the config's data.eval_subset")
     parser.add_argument("--gv-draws", type=int, default=0, help="gradient variance after every epoch, K draws")
     parser.add_argument("--gv-variants", default="spos,pada", help="the variants --gv-draws applies to")
+    parser.add_argument("--train-only", action="store_true",
+                        help="train the supernets and stop (a later call without it ranks them)")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
     unknown = [n for n in names if n not in VARIANTS]
@@ -63,9 +82,13 @@ def main(argv=None):
                     f"run.seed={seed}", f"run.out_dir={folder}", "run.progress=lines"]
                 cfg = build_config(args.config, overrides)
                 Trainer(cfg, resume=(folder / "checkpoint.pt").exists()).fit()
+                if args.train_only:
+                    continue
                 rank_supernet(folder / "checkpoint.pt", folder / "rank", eval_subset=args.rank_eval_subset,
                               progress=False, resume=True)
             rows[name].append(json.loads(metrics_path.read_text()))
+    if args.train_only:
+        return
     print(f"| variant | seeds | Kendall tau (mean ± std) | P@Top5% (mean ± std) | per seed tau |")
     print("|---|---|---|---|---|")
     summary = {}

@@ -81,7 +81,8 @@ def cmd_rank(args) -> int:
 def cmd_build_benchmark(args) -> int:
     from pada_fast.evaluate.benchmark_builder import build_benchmark
     which = args.archs if args.archs in ("all", "distinct") else int(args.archs)
-    gt = build_benchmark(_config(args), args.out, which=which, seeds=args.seeds, progress=sys.stderr.isatty())
+    gt = build_benchmark(_config(args), args.out, which=which, seeds=args.seeds, progress=sys.stderr.isatty(),
+                         noise_archs=args.noise_archs)
     print(f"wrote {len(gt)} architectures to {args.out}; best {gt.best()} "
           f"({gt.accuracy(gt.best()):.2f}%)")
     return 0
@@ -89,7 +90,7 @@ def cmd_build_benchmark(args) -> int:
 
 def cmd_quickstart(args) -> int:
     from pada_fast.quickstart import run_quickstart
-    run_quickstart(args.out, epochs=args.epochs, threads=args.threads)
+    run_quickstart(args.out, epochs=args.epochs, threads=args.threads, seeds=args.seeds)
     return 0
 
 
@@ -137,12 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="table file (.json or .csv)")
     p.add_argument("--archs", default="50", help="'all', 'distinct', or a number of distinct random architectures")
     p.add_argument("--seeds", type=int, default=1, help="training seeds averaged per architecture")
+    p.add_argument("--noise-archs", type=int, default=0,
+                   help="train this many architectures once more with the next seed (the table's noise ceiling)")
     p.set_defaults(func=cmd_build_benchmark)
 
     p = sub.add_parser("quickstart", help="SPOS vs PA&DA on scikit-learn's digits, ranked against a shipped table")
     p.add_argument("--out", default="runs/quickstart")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--seeds", type=int, default=3, help="training seeds per method (mean ± std)")
     p.set_defaults(func=cmd_quickstart)
 
     from pada_fast.search.cli import add_search_parser

@@ -59,7 +59,11 @@ class DataConfig:
     # eval_subset, the held-out evaluation order): fixed per dataset, never a training seed, so
     # no supernet is ever ranked on images it trained on.
     split_seed: int = 0
-    augment: bool = True
+    # training recipe: default (CIFAR: crop:4+flip; grey images: crop:size//8), none, flip, crop,
+    # crop_flip, or a list of steps ("crop:3,flip" or a YAML list); true/false mean default/none
+    augment: bool | str | list = "default"
+    # how train_subset / eval_subset are drawn: class-stratified, or uniformly at random
+    subset_mode: str = choice("stratified", "stratified", "random")
     batch_size: int = bounded(64, 1)
     eval_batch_size: int = bounded(256, 1)
     num_workers: int = bounded(0, 0)
@@ -82,18 +86,28 @@ class SpaceConfig:
     last_channels: int = bounded(1280, 1)   # proxyless: width of the final 1x1 conv
     candidates: str | None = None           # proxyless: "k3e3,k3e6,...,skip" or 21 ';'-separated sets
     resolution: int | None = None           # MACs-table input size; None: 224 proxyless, 32 otherwise
+    # nb201 reduction blocks' BN: affine-free batch statistics (the authors' supernet), or with
+    # learnable affine parameters (NAS-Bench-201's stand-alone networks)
+    reduction_bn: str = choice("batch", "batch", "affine")
     # multi-process runs: batch-statistics BN over the global batch instead of each rank's shard
     sync_bn: bool = False
 
 
 @dataclass
 class MethodConfig:
-    name: str = choice("pada", "spos", "pa", "da", "pada")
+    name: str = choice("pada", "spos", "pa", "da", "pada", "fairnas")
     # auto: shared for nb201 (the authors' code), per_edge (per layer) for proxyless and darts
     pa_granularity: str = choice("auto", "auto", "shared", "per_edge")
     pa_schedule: str = choice("linear_increase", "linear_increase", "linear_decrease", "constant", "off")
     da_schedule: str = choice("linear_increase", "linear_increase", "linear_decrease", "constant", "off")
     unbiased: bool = False                  # weight the loss by 1/(N q_i) and 1/(K p)
+    # design: the method as DESIGN §1 states it; official: every point of the authors' released
+    # NAS-Bench-201 code (pada_fast/reproduce.py lists them). The four keys below default to
+    # "auto" (follow reproduce) and can each be set on their own.
+    reproduce: str = choice("design", "design", "official")
+    pa_aggregation: str = choice("auto", "auto", "mean", "official")
+    da_aggregation: str = choice("auto", "auto", "mean", "official")
+    schedule_offset: str = choice("auto", "auto", "current", "lagged")
 
 
 @dataclass
@@ -106,6 +120,11 @@ class OptimConfig:
     weight_decay: float = bounded(2.5e-4, 0.0)
     grad_clip: float | None = bounded(5.0, 0.0)  # max gradient norm; null or 0 turns clipping off
     label_smoothing: float = bounded(0.0, 0.0, 1.0)
+    # cosine learning rate updated every step, or once per epoch (the authors' CosineAnnealingLR)
+    lr_schedule: str = choice("auto", "auto", "per_step", "per_epoch")
+    # on: candidates trained before keep zero gradients, so weight decay and momentum move them
+    # every step (PyTorch < 1.7's zero_grad, which the authors' code ran on); off: only the path
+    update_unsampled: str = choice("auto", "auto", "off", "on")
 
 
 @dataclass
@@ -183,6 +202,9 @@ def _type_ok(value: Any, annotation) -> tuple[bool, Any]:
         return ok, float(value) if ok else value
     if annotation is str:
         return isinstance(value, str), value
+    if annotation is list:
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+        return ok, list(value) if ok else value
     return True, value
 
 

@@ -1,11 +1,13 @@
 """``pada-fast quickstart``: SPOS and PA&DA supernets on scikit-learn's digits (offline, ships with
 the dependencies), ranked against the small ground-truth table in
 ``pada_fast/data/benchmarks/nb201_digits.json`` that pada_fast's own benchmark builder made
-(command in that folder's README). Prints tau, precision@top-5%/10% and training time per method.
+(command in that folder's README). Prints tau (mean ± std over seeds), precision@top-5%/10% and training time per method, and
+whether the difference exceeds the seed spread.
 """
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 from pada_fast.config import apply_dict, Config
@@ -30,7 +32,7 @@ METHODS = ("spos", "pada")
 def quickstart_config(method: str, out: Path, epochs: int | None, threads: int | None, seed: int = 0) -> Config:
     cfg = apply_dict(Config(), SETTINGS, source="quickstart settings")
     cfg.method.name = method
-    cfg.run.out_dir = str(out / method)
+    cfg.run.out_dir = str(out / f"{method}_s{seed}")
     cfg.run.seed = seed
     if epochs:
         cfg.optim.epochs = epochs
@@ -39,22 +41,50 @@ def quickstart_config(method: str, out: Path, epochs: int | None, threads: int |
     return cfg
 
 
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def verdict(rows: list[dict]) -> str:
+    """One sentence: does PA&DA's mean tau differ from SPOS's by more than the larger of their
+    seed standard deviations?"""
+    taus = {m: [r["kendall_tau"] for r in rows if r["method"] == m] for m in METHODS}
+    (a, sa), (b, sb) = _mean_std(taus["spos"]), _mean_std(taus["pada"])
+    spread = max(sa, sb)
+    if len(taus["spos"]) < 2:
+        return "one seed per method: no spread to compare the difference with (use --seeds 3 or more)"
+    leader = "PA&DA" if b > a else "SPOS"
+    if abs(b - a) > spread:
+        return (f"{leader} ranks better by {abs(b - a):.3f} in tau, more than the seed spread "
+                f"(largest std {spread:.3f}): beyond seed noise at this budget")
+    return (f"the difference ({b - a:+.3f} in tau, PA&DA minus SPOS) is within the seed spread "
+            f"(largest std {spread:.3f}): not beyond seed noise at this budget")
+
+
 def run_quickstart(out: str | Path = "runs/quickstart", epochs: int | None = None,
-                   threads: int | None = None, progress: bool = False) -> list[dict]:
+                   threads: int | None = None, progress: bool = False, seeds: int = 3) -> list[dict]:
     out = Path(out)
     rows = []
-    for method in METHODS:
-        cfg = quickstart_config(method, out, epochs, threads)
-        result = Trainer(cfg).fit()
-        metrics = rank_supernet(result["checkpoint"], Path(cfg.run.out_dir) / "rank", progress=progress)
-        rows.append({"method": method, "train_time": result["train_time"], **metrics})
+    for seed in range(seeds):
+        for method in METHODS:
+            cfg = quickstart_config(method, out, epochs, threads, seed)
+            result = Trainer(cfg).fit()
+            metrics = rank_supernet(result["checkpoint"], Path(cfg.run.out_dir) / "rank", progress=progress)
+            rows.append({"method": method, "seed": seed, "train_time": result["train_time"], **metrics})
     print()
     print(f"NAS-Bench-201 (C=4, N=1) supernets on digits, {rows[0]['num_archs']} architectures ranked "
-          f"on {rows[0]['eval_images']} test images against {TABLE.name}")
-    print(f"{'method':<8}{'tau':>8}{'P@top5%':>10}{'P@top10%':>10}{'train s':>10}  scatter plot")
-    for r in rows:
-        print(f"{r['method']:<8}{r['kendall_tau']:>8.3f}{r['precision_top5pct']:>10.2f}"
-              f"{r['precision_top10pct']:>10.2f}{r['train_time']:>10.1f}  {r['scatter']}")
-    (out / "summary.json").write_text(json.dumps(rows, indent=2))
+          f"on {rows[0]['eval_images']} test images against {TABLE.name}, seeds 0-{seeds - 1}")
+    print(f"{'method':<8}{'tau (mean ± std)':>20}{'P@top5%':>10}{'P@top10%':>10}{'train s':>10}  per-seed tau")
+    for method in METHODS:
+        mine = [r for r in rows if r["method"] == method]
+        tau, tau_sd = _mean_std([r["kendall_tau"] for r in mine])
+        p5 = statistics.mean(r["precision_top5pct"] for r in mine)
+        p10 = statistics.mean(r["precision_top10pct"] for r in mine)
+        seconds = statistics.mean(r["train_time"] for r in mine)
+        print(f"{method:<8}{tau:>12.3f} ± {tau_sd:<5.3f}{p5:>10.2f}{p10:>10.2f}{seconds:>10.1f}  "
+              + ", ".join(f"{r['kendall_tau']:.3f}" for r in mine))
+    sentence = verdict(rows)
+    print(sentence)
+    (out / "summary.json").write_text(json.dumps({"runs": rows, "verdict": sentence}, indent=2))
     print(f"summary: {out / 'summary.json'}")
     return rows

@@ -68,11 +68,13 @@ def test_shipped_table_matches_the_quickstart_space():
 
 @pytest.mark.slow
 def test_quickstart_runs_and_reports(tmp_path, capsys):
-    assert main(["quickstart", "--out", str(tmp_path), "--threads", "2"]) == 0
+    assert main(["quickstart", "--out", str(tmp_path), "--threads", "2", "--seeds", "2"]) == 0
     text = capsys.readouterr().out
-    assert "spos" in text and "pada" in text and "tau" in text
-    rows = json.loads((tmp_path / "summary.json").read_text())
-    assert [r["method"] for r in rows] == ["spos", "pada"]
+    assert "spos" in text and "pada" in text and "tau" in text and "seed" in text
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    rows = summary["runs"]
+    assert [(r["method"], r["seed"]) for r in rows] == [("spos", 0), ("pada", 0), ("spos", 1), ("pada", 1)]
+    assert "seed" in summary["verdict"] and summary["verdict"] in text
     for r in rows:
         assert -1 <= r["kendall_tau"] <= 1
         assert Path(r["scatter"]).exists()

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from . import transforms as T
 from .decode import decode_image_file
 from .idx_format import read_idx
-from .subset import stratified_subset_indices
+from .subset import stratified_subset_indices, subset_indices
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 SPLITS = ("train", "test")
@@ -84,6 +84,10 @@ class ImageDataset(Dataset):
         :func:`pada_fast.data.subset.stratified_subset_indices`."""
         return self.select(stratified_subset_indices(self.targets, n, seed))
 
+    def random_subset(self, n: int, seed: int = 0, mode: str = "stratified") -> "ImageDataset":
+        """``n`` samples drawn ``mode`` ('stratified' or 'random', see :mod:`..subset`)."""
+        return self.select(subset_indices(self.targets, n, seed, mode))
+
     def _take(self, indices: np.ndarray) -> None:
         raise NotImplementedError
 
@@ -110,6 +114,7 @@ class ImageFolderDataset(ImageDataset):
 
     def __init__(self, root: str | os.PathLike, transform=None, *, channels: int = 3,
                  limit_per_class: Optional[int] = None, subset: Optional[int] = None,
+                 subset_mode: str = "stratified",
                  seed: int = 0, extensions: Sequence[str] = IMAGE_EXTENSIONS, bad_files: str = "error"):
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
@@ -124,7 +129,7 @@ class ImageFolderDataset(ImageDataset):
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
         self.targets = np.asarray(targets, dtype=np.int64)
         if subset is not None:
-            self._take(stratified_subset_indices(self.targets, subset, seed))
+            self._take(subset_indices(self.targets, subset, seed, subset_mode))
         if bad_files == "skip":
             self._drop_unreadable()
 
@@ -330,32 +335,45 @@ def load_torchvision_cifar(root: str | os.PathLike, train: bool = True, download
     return ArrayDataset(data.data, np.asarray(data.targets), transform, classes=data.classes)
 
 
-def _transform_for(name: str, dataset: ImageDataset, augment: bool):
-    if name == "imagenet_folder":
-        return T.imagenet_train_transform() if augment else T.imagenet_eval_transform()
-    if name in ("cifar10_folder", "cifar10", "cifar100"):
-        mean, std = ((T.CIFAR100_MEAN, T.CIFAR100_STD) if name == "cifar100"
-                     else (T.CIFAR10_MEAN, T.CIFAR10_STD))
-        if augment:
-            return T.cifar_train_transform(mean, std, size=dataset.image_size)
+def _transform_for(name: str, dataset: ImageDataset, augment):
+    if name == "imagenet_folder":     # sizes differ per image: no size needed
+        steps = T.recipe_steps(augment, name, 0)
+        return T.imagenet_train_transform() if steps else T.imagenet_eval_transform()
+    steps = T.recipe_steps(augment, name, dataset.image_size)
+    if name == "cifar100":
+        mean, std = T.CIFAR100_MEAN, T.CIFAR100_STD
+    elif name in ("cifar10_folder", "cifar10"):
+        mean, std = T.CIFAR10_MEAN, T.CIFAR10_STD
+    elif name == "fashion_mnist":
+        mean, std = T.FASHION_MNIST_MEAN, T.FASHION_MNIST_STD
+    else:
+        mean, std = T.DIGITS_MEAN, T.DIGITS_STD
+    if not steps:
         return T.eval_transform(mean, std)
-    mean, std = ((T.FASHION_MNIST_MEAN, T.FASHION_MNIST_STD) if name == "fashion_mnist"
-                 else (T.DIGITS_MEAN, T.DIGITS_STD))
-    if augment:
-        return T.grey_train_transform(mean, std, size=dataset.image_size)
-    return T.eval_transform(mean, std)
+    return T.recipe_transform(steps, mean, std, dataset.image_size)
+
+
+def training_recipe(data_cfg, dataset: ImageDataset) -> str:
+    """``data.augment`` of a ``DataConfig`` for ``dataset`` as one canonical string
+    (``crop:4+flip``, ``flip``, ``none``, ...): what ground-truth tables record and ``rank``
+    compares."""
+    size = 0 if data_cfg.dataset == "imagenet_folder" else dataset.image_size
+    return T.describe_recipe(T.recipe_steps(data_cfg.augment, data_cfg.dataset, size))
 
 
 def build_dataset(name: str, root: Optional[str | os.PathLike] = None, split: str = "train",
-                  augment: bool = False, subset: Optional[int] = None, seed: int = 0,
-                  download: bool = False, bad_files: str = "error") -> ImageDataset:
-    """The dataset ``name`` with its standard transform (augmented if ``augment``).
+                  augment: bool | str = False, subset: Optional[int] = None, seed: int = 0,
+                  download: bool = False, bad_files: str = "error",
+                  subset_mode: str = "stratified") -> ImageDataset:
+    """The dataset ``name`` with its transform: ``augment`` is a training recipe (see
+    ``transforms.recipe_steps``: True is the dataset's default, False none).
 
     name: 'cifar10_folder' (root holds train/ and test/ image-folder trees), 'imagenet_folder'
     (root holds train/ and val/; random-resized-crop 224 + flip, or resize 256 + centre crop), 'cifar10' /
     'cifar100' (torchvision layout under root), 'fashion_mnist' (IDX files in root, default
     /usr/share/datasets/fashion-mnist), 'digits' (bundled with scikit-learn; root ignored).
-    ``subset``: keep a class-stratified subset of that many samples chosen with ``seed`` (the
+    ``subset``: keep that many samples, class-stratified (or uniformly random with
+    ``subset_mode="random"``), chosen with ``seed`` (the
     digits train/test split also uses ``seed``). ``bad_files``: see :class:`ImageFolderDataset`
     (image folders only); what was skipped is printed to stderr and kept in ``dataset.skipped``.
     """
@@ -371,7 +389,8 @@ def build_dataset(name: str, root: Optional[str | os.PathLike] = None, split: st
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"'cifar10_folder' root {root} must hold train/ and test/ "
                                     f"image-folder trees, but {folder} is missing")
-        dataset = ImageFolderDataset(folder, subset=subset, seed=seed, bad_files=bad_files)
+        dataset = ImageFolderDataset(folder, subset=subset, seed=seed, bad_files=bad_files,
+                                     subset_mode=subset_mode)
         subset = None       # taken before the bad-file check, so only the chosen images are decoded
     elif name == "imagenet_folder":
         # ImageNet's usual layout names the held-out split val/; test/ is accepted too.
@@ -380,7 +399,8 @@ def build_dataset(name: str, root: Optional[str | os.PathLike] = None, split: st
         if folder is None:
             raise FileNotFoundError(f"'imagenet_folder' root {root} must hold train/ and val/ image-folder "
                                     f"trees; missing {' or '.join(folders)}")
-        dataset = ImageFolderDataset(folder, subset=subset, seed=seed, bad_files=bad_files)
+        dataset = ImageFolderDataset(folder, subset=subset, seed=seed, bad_files=bad_files,
+                                     subset_mode=subset_mode)
         subset = None
     elif name in ("cifar10", "cifar100"):
         dataset = load_torchvision_cifar(root, train, download, name)
@@ -389,7 +409,7 @@ def build_dataset(name: str, root: Optional[str | os.PathLike] = None, split: st
     else:
         dataset = load_digits_dataset(split, seed)
     if subset is not None:
-        dataset = dataset.stratified_subset(subset, seed)
+        dataset = dataset.random_subset(subset, seed, subset_mode)
     skipped = dataset.skipped
     if skipped:
         listing = "\n  ".join(skipped[:10]) + (f"\n  ... and {len(skipped) - 10} more" if len(skipped) > 10 else "")
@@ -399,10 +419,11 @@ def build_dataset(name: str, root: Optional[str | os.PathLike] = None, split: st
     return dataset
 
 
-def build_split(data_cfg, split: str, augment: bool = False, subset: Optional[int] = None,
+def build_split(data_cfg, split: str, augment: bool | str = False, subset: Optional[int] = None,
                 root: Optional[str | os.PathLike] = None) -> ImageDataset:
     """``split`` of the dataset a ``DataConfig`` names (``root`` overrides ``data.root``), the
     digits split and any ``subset`` drawn with ``data.split_seed`` and never a training seed."""
     d = data_cfg
     return build_dataset(d.dataset, root or d.root, split, augment=augment, subset=subset,
-                         seed=d.split_seed, download=d.download, bad_files=d.bad_files)
+                         seed=d.split_seed, download=d.download, bad_files=d.bad_files,
+                         subset_mode=d.subset_mode)

@@ -4,6 +4,26 @@ from __future__ import annotations
 import numpy as np
 
 
+SUBSET_MODES = ("stratified", "random")
+
+
+def random_subset_indices(total: int, n: int, seed: int = 0) -> np.ndarray:
+    """Indices (ascending) of ``n`` of ``total`` samples drawn uniformly without replacement by
+    ``numpy.random.default_rng(seed)``: class proportions vary by chance, as in a plain random split."""
+    if not 1 <= n <= total:
+        raise ValueError(f"subset size must be between 1 and the dataset size {total}, got {n}")
+    return np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
+
+
+def subset_indices(targets, n: int, seed: int = 0, mode: str = "stratified") -> np.ndarray:
+    """``n`` indices of ``targets`` drawn ``"stratified"`` (class proportions kept) or ``"random"``."""
+    if mode == "stratified":
+        return stratified_subset_indices(targets, n, seed)
+    if mode == "random":
+        return random_subset_indices(len(targets), n, seed)
+    raise ValueError(f"subset mode must be one of {', '.join(SUBSET_MODES)}, got {mode!r}")
+
+
 def stratified_subset_indices(targets, n: int, seed: int = 0) -> np.ndarray:
     """Indices (ascending) of ``n`` samples whose class proportions match ``targets``'.
 

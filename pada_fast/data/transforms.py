@@ -158,11 +158,80 @@ def eval_transform(mean=CIFAR10_MEAN, std=CIFAR10_STD) -> Compose:
 
 
 def grey_train_transform(mean, std, size: int, padding: Optional[int] = None) -> Compose:
-    """Pad-and-crop only: digit and clothing images are not mirror-symmetric, so no flip.
-    ``padding`` defaults to size // 8 (at least 1): 1 pixel for 8x8 digits, 3 for 28x28."""
+    """Pad-and-crop only (``padding`` defaults to size // 8, at least 1: 1 pixel for 8x8 digits,
+    3 for 28x28); the default recipe of the grey datasets."""
     if padding is None:
         padding = max(1, size // 8)
     return Compose([RandomCrop(size, padding), ToFloat(), Normalize(mean, std)])
+
+
+# -- training recipes (``data.augment``) ----------------------------------------------------------
+# A recipe is a named one or a list of steps, "crop:P" (zero-pad P pixels, random crop back to the
+# image size) and "flip" (horizontal, p=0.5), written comma-separated or as a YAML list.
+AUGMENT_NAMES = ("default", "none", "flip", "crop", "crop_flip")
+GREY_DATASETS = ("digits", "fashion_mnist")
+
+
+def default_padding(dataset: str, size: int) -> int:
+    """The crop padding of ``dataset``'s default recipe: 4 for CIFAR, size // 8 for grey images."""
+    return max(1, size // 8) if dataset in GREY_DATASETS else 4
+
+
+def recipe_steps(augment, dataset: str, size: int) -> list[str]:
+    """``data.augment`` as its canonical list of steps for ``dataset`` at image ``size``, e.g.
+    ``["crop:4", "flip"]`` (CIFAR's default), ``["crop:3"]`` (28x28 grey default), ``[]`` (none),
+    ``["imagenet"]`` (ImageNet's random-resized crop + flip). Booleans mean default / none."""
+    if augment is True:
+        augment = "default"
+    if augment is False or augment is None:
+        augment = "none"
+    if dataset == "imagenet_folder":
+        if augment in ("default", "imagenet", ["imagenet"]):
+            return ["imagenet"]
+        if augment in ("none", []):
+            return []
+        raise ValueError(f"data.augment={augment!r}: imagenet_folder takes 'default' (random-resized "
+                         "crop + flip) or 'none'")
+    pad = default_padding(dataset, size)
+    named = {"none": [], "flip": ["flip"], "crop": [f"crop:{pad}"], "crop_flip": [f"crop:{pad}", "flip"],
+             "default": [f"crop:{pad}"] if dataset in GREY_DATASETS else [f"crop:{pad}", "flip"]}
+    if isinstance(augment, str) and augment.strip() in named:
+        return named[augment.strip()]
+    parts = augment.split(",") if isinstance(augment, str) else augment
+    if not isinstance(parts, (list, tuple)):
+        raise ValueError(f"data.augment must be a recipe name ({', '.join(AUGMENT_NAMES)}) or a list of "
+                         f"steps like 'crop:4,flip', got {augment!r}")
+    steps = []
+    for part in parts:
+        text = str(part).strip()
+        if text == "flip":
+            steps.append("flip")
+        elif text == "crop":
+            steps.append(f"crop:{pad}")
+        elif text.startswith("crop:") and text[5:].isdigit() and int(text[5:]) >= 1:
+            steps.append(f"crop:{int(text[5:])}")
+        else:
+            raise ValueError(f"data.augment step {text!r} is not one of 'flip', 'crop' or 'crop:P' "
+                             f"(P >= 1 pixels of padding); or use a recipe name: {', '.join(AUGMENT_NAMES)}")
+    return steps
+
+
+def describe_recipe(steps: Sequence[str]) -> str:
+    """The recipe as one string: steps joined by '+', or 'none'."""
+    return "+".join(steps) if steps else "none"
+
+
+def recipe_transform(steps: Sequence[str], mean, std, size: int) -> Compose:
+    """The training transform of a canonical recipe (see :func:`recipe_steps`)."""
+    ops = []
+    for step in steps:
+        if step == "flip":
+            ops.append(RandomHorizontalFlip())
+        elif step.startswith("crop:"):
+            ops.append(RandomCrop(size, int(step[5:])))
+        else:
+            raise ValueError(f"recipe step {step!r} has no transform here (use recipe_steps first)")
+    return Compose(ops + [ToFloat(), Normalize(mean, std)])
 
 
 def _resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:

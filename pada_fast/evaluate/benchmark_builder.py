@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.stats import kendalltau
 
 from pada_fast import ops
 from pada_fast.config import Config
-from pada_fast.data.datasets import build_split
+from pada_fast.data.datasets import build_split, training_recipe
 from pada_fast.data.loader import build_loader
 from pada_fast.train.trainer import build_model, build_optimizer, cosine_lr, epoch_generator, resolve_device
 
@@ -75,7 +76,12 @@ def train_standalone(model, train_set, test_batches, cfg: Config, seed: int, dev
 
 
 def build_benchmark(cfg: Config, table_path: str | Path, which: str | int = 50, seeds: int = 1,
-                    progress: bool = True) -> GroundTruth:
+                    progress: bool = True, noise_archs: int = 0) -> GroundTruth:
+    """Train ``which`` architectures stand-alone ``seeds`` times each (accuracy: their mean) and
+    write the table. ``noise_archs``: that many of them (the first in table order) are trained once
+    more with the next seed, kept apart from the accuracy, and the table's meta records Kendall's
+    tau between the two (the benchmark's noise ceiling). The meta also records the dataset, the
+    training recipe (``data.augment``, as ``rank`` compares it), the subsets and the schedule."""
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     device = resolve_device(cfg.run.device)
@@ -85,6 +91,8 @@ def build_benchmark(cfg: Config, table_path: str | Path, which: str | int = 50, 
     test_batches = fixed_batches(test_set, d.eval_batch_size, device)
     supernet = build_model(cfg, train_set.num_classes, train_set.in_channels)
     archs = select_archs(supernet, which, cfg.run.seed)
+    if not 0 <= noise_archs <= len(archs):
+        raise ValueError(f"--noise-archs {noise_archs}: choose between 0 and the {len(archs)} architectures")
     index_of = {a: i for i, a in enumerate(supernet.all_archs())}
     table_path = Path(table_path)
     partial = table_path.with_name(table_path.name + ".partial.jsonl")
@@ -92,19 +100,44 @@ def build_benchmark(cfg: Config, table_path: str | Path, which: str | int = 50, 
     if partial.exists():
         for line in partial.read_text().splitlines():
             if line.strip():
-                rec = json.loads(line)
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue            # the torn last line of a killed build: trained again
                 done[(rec["arch"], rec["seed"])] = rec["accuracy"]
     table_path.parent.mkdir(parents=True, exist_ok=True)
+    jobs = [(a, s) for i, a in enumerate(archs) for s in range(seeds + (1 if i < noise_archs else 0))]
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=len(archs) * seeds, initial=sum(1 for k in done), desc="stand-alone training")
-    results: list[tuple[str, float, int]] = []
+        bar = tqdm(total=len(jobs), initial=sum(1 for a, s in jobs if (supernet.arch_to_str(a), cfg.run.seed + s) in done),
+                   desc="stand-alone training")
+    meta = {"dataset": d.dataset, "augment": training_recipe(d, train_set), "space": cfg.space.name,
+            "C": cfg.space.C, "N": cfg.space.N, "train_images": len(train_set), "test_images": len(test_set),
+            "subset_mode": d.subset_mode, "split_seed": d.split_seed, "epochs": cfg.optim.epochs,
+            "batch_size": d.batch_size, "lr": cfg.optim.lr, "weight_decay": cfg.optim.weight_decay,
+            "seeds": [cfg.run.seed + s for s in range(seeds)], "archs": str(which)}
     started = time.perf_counter()
-    for a in archs:
+    rows: list[tuple[str, float, int, list]] = []
+
+    def write_table():
+        noise = [r for r in rows if len(r[3]) > seeds]
+        table_meta = dict(meta)
+        if noise:
+            first = [float(np.mean(r[3][:seeds])) for r in noise]
+            second = [r[3][seeds] for r in noise]
+            table_meta["noise"] = {"archs": len(noise), "seed": cfg.run.seed + seeds,
+                                   "kendall_tau": float(kendalltau(first, second).statistic) if len(noise) > 1 else None,
+                                   "mean_abs_diff": float(np.mean(np.abs(np.subtract(first, second))))}
+        gt = GroundTruth([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+                         dataset=d.dataset, source=str(table_path), meta=table_meta)
+        gt.write_table(table_path, extra=[{"accuracies": r[3]} for r in rows])
+        return gt
+
+    for i, a in enumerate(archs):
         text = supernet.arch_to_str(a)
         accs = []
-        for s in range(seeds):
+        for s in range(seeds + (1 if i < noise_archs else 0)):
             key = (text, cfg.run.seed + s)
             if key not in done:
                 acc = train_standalone(supernet.standalone(a), train_set, test_batches, cfg, key[1], device)
@@ -114,13 +147,11 @@ def build_benchmark(cfg: Config, table_path: str | Path, which: str | int = 50, 
                 if bar is not None:
                     bar.update(1)
                 else:
-                    print(f"{len(done)}/{len(archs) * seeds} {text} seed {key[1]}: {acc:.2f}% "
+                    print(f"{len(done)}/{len(jobs)} {text} seed {key[1]}: {acc:.2f}% "
                           f"({time.perf_counter() - started:.0f}s)", flush=True)
             accs.append(done[key])
-        results.append((text, float(np.mean(accs)), index_of[a]))
-        GroundTruth([r[0] for r in results], [r[1] for r in results], [r[2] for r in results],
-                    dataset=d.dataset, source=str(table_path)).write_table(table_path)
+        rows.append((text, float(np.mean(accs[:seeds])), index_of[a], accs))
+        gt = write_table()
     if bar is not None:
         bar.close()
-    return GroundTruth([r[0] for r in results], [r[1] for r in results], [r[2] for r in results],
-                       dataset=d.dataset, source=str(table_path))
+    return gt

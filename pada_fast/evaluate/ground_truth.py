@@ -37,9 +37,12 @@ class GroundTruth:
     """
 
     def __init__(self, arch_strs: Sequence[str], accuracies: Sequence[float],
-                 indices: Optional[Sequence[int]] = None, *, dataset: str = "", source: str = ""):
+                 indices: Optional[Sequence[int]] = None, *, dataset: str = "", source: str = "",
+                 meta: Optional[dict] = None):
         self.dataset = dataset
         self.source = source
+        # how the table was made (build-benchmark: dataset, training recipe, epochs, seed noise)
+        self.meta = dict(meta or {})
         self._archs = [str(a) for a in arch_strs]
         self._accuracies = np.asarray(accuracies, dtype=np.float64).reshape(-1)
         if indices is None:
@@ -134,7 +137,7 @@ class GroundTruth:
     def select(self, arch_strs: Sequence[str]) -> "GroundTruth":
         positions = [self._position(a) for a in arch_strs]
         return GroundTruth([self._archs[p] for p in positions], self._accuracies[positions],
-                           self._indices[positions], dataset=self.dataset, source=self.source)
+                           self._indices[positions], dataset=self.dataset, meta=self.meta, source=self.source)
 
     def stratified_subset(self, n: int, seed: int = 0) -> "GroundTruth":
         """``n`` architectures spread over the whole accuracy range, as a GroundTruth sorted by
@@ -157,26 +160,33 @@ class GroundTruth:
         chosen = order[ranks]
         chosen = chosen[np.argsort(self._indices[chosen], kind="stable")]
         return GroundTruth([self._archs[p] for p in chosen], self._accuracies[chosen],
-                           self._indices[chosen], dataset=self.dataset,
+                           self._indices[chosen], dataset=self.dataset, meta=self.meta,
                            source=f"{self.source} (stratified subset n={n}, seed={seed})")
 
-    def write_table(self, path: str | os.PathLike) -> None:
-        """Write ``arch, accuracy, index`` records as JSON (a list of objects) or CSV, chosen by the
-        extension; written to a temporary file first, so a crash never leaves half a table."""
+    def write_table(self, path: str | os.PathLike, extra: Optional[Sequence[dict]] = None) -> None:
+        """Write ``arch, accuracy, index`` records as JSON or CSV, chosen by the extension; written
+        to a temporary file first, so a crash never leaves half a table. ``extra``: per-record
+        fields added to each record (JSON only). With ``meta``, JSON holds ``{"meta": ...,
+        "records": [...]}``; a CSV's meta goes to ``<path>.meta.json`` beside it."""
         path = os.fspath(path)
         suffix = os.path.splitext(path)[1].lower()
         if suffix not in (".json", ".csv"):
             raise ValueError(f"cannot write {path}: use a .json or .csv file name")
         records = [{"arch": a, "accuracy": float(acc), "index": int(i)}
                    for a, acc, i in zip(self._archs, self._accuracies, self._indices)]
+        if extra is not None and suffix == ".json":
+            for record, more in zip(records, extra):
+                record.update(more)
         def write(handle):
             if suffix == ".json":
-                json.dump(records, handle, indent=1)
+                json.dump({"meta": self.meta, "records": records} if self.meta else records, handle, indent=1)
                 handle.write("\n")
             else:
                 writer = csv.DictWriter(handle, fieldnames=["arch", "accuracy", "index"])
                 writer.writeheader()
                 writer.writerows(records)
+        if suffix == ".csv" and self.meta:
+            write_atomic(path + ".meta.json", lambda h: json.dump(self.meta, h, indent=1))
         write_atomic(path, write, newline="")
 
 
@@ -250,6 +260,11 @@ def read_table(path: str | os.PathLike) -> GroundTruth:
                 data = json.load(handle)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path} is not valid JSON: {err}") from err
+        meta = None
+        if isinstance(data, dict) and set(data) == {"meta", "records"}:
+            meta, data = data["meta"], data["records"]
+            if not isinstance(meta, dict):
+                raise ValueError(f"{path}: 'meta' must be an object, found {type(meta).__name__}")
         if isinstance(data, dict):
             empty = [a for a in data if not a.strip()]
             if empty:
@@ -270,9 +285,16 @@ def read_table(path: str | os.PathLike) -> GroundTruth:
                                  f"{', '.join(reader.fieldnames or [])}); a table needs a header "
                                  "'arch,accuracy' and optionally 'index'")
             records = list(reader)
+        meta = None
+        sidecar = path + ".meta.json"
+        if os.path.exists(sidecar):
+            with open(sidecar) as handle:
+                meta = json.load(handle)
     else:
         raise ValueError(f"cannot read {path} as a table: use .json or .csv")
-    return _from_records(records, path)
+    table = _from_records(records, path)
+    table.meta = dict(meta or {})
+    return table
 
 
 def _from_records(records: list, path: str) -> GroundTruth:

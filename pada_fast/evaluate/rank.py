@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from pada_fast.config import config_from_dict
+from pada_fast.data.datasets import training_recipe
 from pada_fast.files import write_atomic, write_json_atomic, write_text_atomic
 from pada_fast.train import checkpoint
 from pada_fast.train.trainer import build_model, resolve_device
@@ -82,6 +83,9 @@ def rank_supernet(checkpoint_path: str | Path, out_dir: str | Path, ground_truth
     held = load_heldout(cfg, state, dev, data_root=data_root, subset=eval_subset,
                         batch_size=batch_size, recalibrate_batches=calib_n)
     engine = RankingEngine(model, held.batches, held.calib, precision=precision)
+    recipes = compare_recipes(state, cfg, held.dataset, gt)
+    if recipes["recipe_note"]:
+        print(f"note: {recipes['recipe_note']}", flush=True)
     protocol = {
         "archs": selection.protocol, "archs_description": selection.description,
         **selection.extra, "ground_truth": str(ground_truth), "gt_dataset": gt_dataset,
@@ -119,7 +123,7 @@ def rank_supernet(checkpoint_path: str | Path, out_dir: str | Path, ground_truth
         "checkpoint": str(checkpoint_path), "method": cfg.method.name, **protocol,
         "num_archs": len(true), "architectures_evaluated": int(len(evaluated_rows)),
         "distinct_paths": paths, "paths_evaluated_now": todo, "paths_from_resume": paths - todo,
-        "shared_work": engine.sharing, "device": str(dev), "seconds": elapsed,
+        **recipes, "shared_work": engine.sharing, "device": str(dev), "seconds": elapsed,
         "paths_per_second": todo / elapsed if elapsed > 0 and todo else None,
     })
     _write_predictions(out / "predictions.csv", selection, predicted)
@@ -128,6 +132,19 @@ def rank_supernet(checkpoint_path: str | Path, out_dir: str | Path, ground_truth
                  title=f"{cfg.method.name}: supernet vs ground truth ({len(true)} archs, {selection.protocol})")
     metrics["scatter"] = str(out / "scatter.png")
     return metrics
+
+
+def compare_recipes(state: dict, cfg, heldout_set, gt) -> dict:
+    """The supernet's training recipe (stored in its checkpoint, or derived from its config) and
+    the one the ground-truth table records (``build-benchmark`` tables do), with a one-line note
+    when they differ: the supernet then learned a task other than the one the table ranks."""
+    trained = state.get("augment") or training_recipe(cfg.data, heldout_set)
+    table = gt.meta.get("augment")
+    note = None
+    if table is not None and table != trained:
+        note = (f"the supernet was trained with data.augment recipe {trained} but the ground-truth "
+                f"table's networks with {table}; set data.augment to match the table to rank the same task")
+    return {"train_recipe": trained, "table_recipe": table, "recipe_note": note}
 
 
 # -- the prediction log --------------------------------------------------------------------------

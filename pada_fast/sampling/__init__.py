@@ -7,6 +7,7 @@ spos      uniform                uniform (permutation)
 pa        importance (PA)        uniform
 da        uniform                importance (DA)
 pada      importance (PA)        importance (DA)
+fairnas   fair (K paths a step)  uniform (permutation)
 ========  =====================  =====================
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from .data import ImportanceDataSampler, UniformDataSampler
-from .path import GRANULARITIES, ImportancePathSampler, UniformPathSampler
+from .path import GRANULARITIES, FairPathSampler, ImportancePathSampler, UniformPathSampler
 from .schedule import SCHEDULES, mix_weight
 
 # method -> (importance paths, importance data)
@@ -23,6 +24,7 @@ METHODS: dict[str, tuple[bool, bool]] = {
     "pa": (True, False),
     "da": (False, True),
     "pada": (True, True),
+    "fairnas": (False, False),
 }
 
 
@@ -34,22 +36,27 @@ def _check_method(method: str) -> tuple[bool, bool]:
 
 
 def build_path_sampler(method: str, candidate_mask, granularity: str = "shared",
-                       schedule: str = "linear_increase", device: torch.device | str = "cpu"):
-    """The path sampler of ``method``; ``granularity`` and ``schedule`` only matter for pa/pada."""
+                       schedule: str = "linear_increase", device: torch.device | str = "cpu",
+                       aggregation: str = "mean", offset: str = "current"):
+    """The path sampler of ``method``; the other arguments only matter for pa/pada."""
+    if method == "fairnas":
+        return FairPathSampler(candidate_mask, device=device)
     if _check_method(method)[0]:
         return ImportancePathSampler(candidate_mask, granularity=granularity, schedule=schedule,
-                                     device=device)
+                                     device=device, aggregation=aggregation, offset=offset)
     return UniformPathSampler(candidate_mask, device=device)
 
 
 def build_data_sampler(method: str, num_samples: int, schedule: str = "linear_increase",
-                       device: torch.device | str = "cpu"):
-    """The data sampler of ``method``; ``schedule`` and ``device`` only matter for da/pada."""
+                       device: torch.device | str = "cpu", aggregation: str = "mean",
+                       offset: str = "current"):
+    """The data sampler of ``method``; the other arguments only matter for da/pada."""
     if _check_method(method)[1]:
-        return ImportanceDataSampler(num_samples, schedule=schedule, device=device)
+        return ImportanceDataSampler(num_samples, schedule=schedule, device=device,
+                                     aggregation=aggregation, offset=offset)
     return UniformDataSampler(num_samples)
 
 
-__all__ = ["GRANULARITIES", "METHODS", "SCHEDULES", "ImportanceDataSampler", "ImportancePathSampler",
+__all__ = ["GRANULARITIES", "METHODS", "SCHEDULES", "FairPathSampler", "ImportanceDataSampler", "ImportancePathSampler",
            "UniformDataSampler", "UniformPathSampler", "build_data_sampler", "build_path_sampler",
            "mix_weight"]

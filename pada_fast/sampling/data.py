@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from .schedule import check_schedule, mix_weight
+from .schedule import check_offset, check_schedule, mix_weight
 
 
 def _check_num_samples(num_samples: int) -> int:
@@ -84,15 +84,27 @@ class UniformDataSampler:
                              f"{self.num_samples}; build it with the checkpoint's method and dataset")
 
 
+AGGREGATIONS = ("mean", "official")
+
+
 class ImportanceDataSampler:
-    """DA: indices drawn with replacement from ``q``, which follows each sample's mean importance."""
+    """DA: indices drawn with replacement from ``q``, which follows each sample's importance.
+
+    ``aggregation="mean"`` (DESIGN §1): a sample's score is its mean importance over the epoch's
+    draws. ``"official"`` (the authors' code): ``s ← x`` at its first draw of the epoch, then
+    ``s ← (s + x) / 2`` at each later one, in stream order (``score_sum`` then holds ``s``).
+    ``offset``: see :func:`~pada_fast.sampling.schedule.mix_weight`."""
 
     kind = "importance"
 
     def __init__(self, num_samples: int, schedule: str = "linear_increase",
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", aggregation: str = "mean", offset: str = "current"):
         self.num_samples = _check_num_samples(num_samples)
         self.schedule = check_schedule(schedule)
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+        self.aggregation = aggregation
+        self.offset = check_offset(offset)
         self.score_sum = torch.zeros(num_samples, dtype=torch.float32, device=device)
         self.count = torch.zeros(num_samples, dtype=torch.float32, device=device)
         self.device = self.score_sum.device
@@ -116,8 +128,31 @@ class ImportanceDataSampler:
             raise ValueError(f"indices and importance must be 1-D of equal length, got "
                              f"{tuple(indices.shape)} and {tuple(importance.shape)}")
         importance = importance.detach().to(torch.float32)
+        if self.aggregation == "official":
+            self._record_running_pairs(indices, importance)
+            return
         self.score_sum.index_add_(0, indices, importance)
         self.count.index_add_(0, indices, torch.ones_like(importance))
+
+    def _record_running_pairs(self, indices: torch.Tensor, importance: torch.Tensor) -> None:
+        """The authors' per-sample update, exactly in batch order also when a sample is drawn
+        more than once in the batch: one pass per occurrence (a sample's k-th copy in pass k)."""
+        if indices.numel() == 0:
+            return
+        order = torch.argsort(indices, stable=True)
+        ordered = indices[order]
+        positions = torch.arange(len(ordered), device=indices.device)
+        starts = torch.ones_like(ordered, dtype=torch.bool)
+        starts[1:] = ordered[1:] != ordered[:-1]
+        run_start = torch.cummax(torch.where(starts, positions, 0), dim=0).values
+        occurrence = torch.empty_like(positions)
+        occurrence[order] = positions - run_start
+        for k in range(int(occurrence.max()) + 1):
+            chosen = occurrence == k
+            idx, x = indices[chosen], importance[chosen]
+            old = self.score_sum[idx]
+            self.score_sum[idx] = torch.where(self.count[idx] > 0, (old + x) / 2, x)
+            self.count[idx] += 1
 
     def epoch_stream(self, generator: torch.Generator, num_draws: int | None = None) -> torch.Tensor:
         """LongTensor of ``num_draws`` (default N) dataset indices for the next epoch, on the CPU.
@@ -142,6 +177,9 @@ class ImportanceDataSampler:
         over processes in place (e.g. ``torch.distributed.all_reduce``); one call, on a
         ``[2, N]`` buffer of ``score_sum`` and ``count``. The sampler itself stays free of
         torch.distributed."""
+        if self.aggregation == "official":
+            raise ValueError("data aggregation 'official' (the authors' single-process running average) "
+                             "cannot be combined across processes; use method.da_aggregation=mean under torchrun")
         buffer = torch.stack([self.score_sum, self.count])
         all_reduce_sum(buffer)
         self.score_sum.copy_(buffer[0])
@@ -149,9 +187,10 @@ class ImportanceDataSampler:
 
     def end_epoch(self, next_epoch: int, epochs: int) -> None:
         """Set ``q`` for epoch ``next_epoch`` (0-based) of ``epochs`` and reset the scores."""
-        tau = mix_weight(self.schedule, next_epoch, epochs)
+        tau = mix_weight(self.schedule, next_epoch, epochs, self.offset)
         seen = self.count > 0
-        s = torch.where(seen, self.score_sum.to(torch.float64) / self.count.clamp_min(1), 0.0)
+        per_draw = self.count.clamp_min(1) if self.aggregation == "mean" else 1.0
+        s = torch.where(seen, self.score_sum.to(torch.float64) / per_draw, 0.0)
         total = s.sum()
         # Scores are norms (>= 0); a negative one from a caller would give a negative q.
         ok = torch.isfinite(total) & (total > 0) & (s >= 0).all()
@@ -200,6 +239,7 @@ class ImportanceDataSampler:
     def state_dict(self) -> dict:
         return {
             "kind": self.kind, "num_samples": self.num_samples, "schedule": self.schedule,
+            "aggregation": self.aggregation, "offset": self.offset,
             "q": None if self._q is None else self._q.clone(),
             "score_sum": self.score_sum.detach().cpu().clone(),
             "count": self.count.detach().cpu().clone(),
@@ -208,9 +248,11 @@ class ImportanceDataSampler:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        defaults = {"aggregation": "mean", "offset": "current"}     # checkpoints older than them
         for key, value in (("kind", self.kind), ("num_samples", self.num_samples),
-                           ("schedule", self.schedule)):
-            if state.get(key) != value:
+                           ("schedule", self.schedule), ("aggregation", self.aggregation),
+                           ("offset", self.offset)):
+            if state.get(key, defaults.get(key)) != value:
                 raise ValueError(f"checkpoint data sampler has {key}={state.get(key)!r} but this "
                                  f"sampler has {key}={value!r}; build it with the checkpoint's "
                                  "settings and dataset")

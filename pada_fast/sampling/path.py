@@ -24,9 +24,10 @@ import torch
 
 from pada_fast import ops
 
-from .schedule import check_schedule, mix_weight
+from .schedule import check_offset, check_schedule, mix_weight
 
 GRANULARITIES = ("shared", "per_edge")
+AGGREGATIONS = ("mean", "official")
 
 
 def _check_mask(candidate_mask) -> torch.Tensor:
@@ -83,16 +84,17 @@ class UniformPathSampler:
         draws = torch.multinomial(self._p, num_steps, replacement=True, generator=generator)
         return draws.t().contiguous()
 
-    def record(self, grads: Sequence[torch.Tensor], slots: Sequence[int]) -> None:
+    def record(self, grads: Sequence[torch.Tensor], slots: Sequence[int], arch=None) -> None:
         """Add one step's per-operation gradient norms (call after backward and clipping);
-        ``grads``/``slots`` as from ``SuperNet.path_parameters``."""
+        ``grads``/``slots`` as from ``SuperNet.path_parameters``; ``arch`` (the path, one
+        candidate per layer) is needed by ``aggregation="official"`` only."""
         ops.grad_norm_accumulate_(grads, slots, self.norm_sum, self.step_count)
 
     # -- epoch boundary -------------------------------------------------------------------------
     def end_epoch(self, next_epoch: int, epochs: int) -> torch.Tensor:
         """Finish the epoch: set ``p`` for epoch ``next_epoch`` (0-based) of ``epochs``, reset the
         accumulators, and return the new ``p`` (host)."""
-        mean_norms = ops.grad_norm_finalize(self.norm_sum, self.step_count)
+        mean_norms = self._epoch_norms()
         weight = self._mix_weight(next_epoch, epochs)
         p, row_ok = self._next_probabilities(mean_norms, weight)
         L, K = self.candidate_mask.shape
@@ -113,6 +115,10 @@ class UniformPathSampler:
         self.step_count.zero_()
         self.epochs_finished += 1
         return self.probabilities()
+
+    def _epoch_norms(self) -> torch.Tensor:
+        """The epoch's gradient norm of every (layer, candidate): the mean over its steps."""
+        return ops.grad_norm_finalize(self.norm_sum, self.step_count)
 
     def _mix_weight(self, next_epoch: int, epochs: int) -> float:
         mix_weight("off", next_epoch, epochs)   # validates the epoch numbers
@@ -155,8 +161,9 @@ class UniformPathSampler:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        defaults = {"aggregation": "mean", "offset": "current"}     # checkpoints older than them
         for key, value in self._config().items():
-            if state.get(key) != value:
+            if state.get(key, defaults.get(key)) != value:
                 raise ValueError(f"checkpoint path sampler has {key}={state.get(key)!r} but this "
                                  f"sampler has {key}={value!r}; build the sampler with the "
                                  "checkpoint's settings")
@@ -174,24 +181,99 @@ class UniformPathSampler:
         self.epochs_finished = int(state["epochs_finished"])
 
 
+class FairPathSampler(UniformPathSampler):
+    """FairNAS's strict fairness: each step trains ``paths_per_step`` = K paths (K: the most
+    candidates of any layer) on the same batch, their gradients accumulated into one update; in
+    each layer the K paths take a random permutation of its candidates, so every candidate trains
+    exactly once per step (a layer with fewer candidates repeats its permutation cyclically).
+    ``p`` stays uniform; gradient norms are recorded for the logs as under SPOS."""
+
+    kind = "fair"
+
+    def __init__(self, candidate_mask, device: torch.device | str = "cpu"):
+        super().__init__(candidate_mask, device)
+        self.paths_per_step = int(self.candidate_mask.sum(dim=1).max())
+
+    def sample_epoch(self, num_steps: int, generator: torch.Generator) -> torch.Tensor:
+        """``num_steps * paths_per_step`` paths: rows ``s*K .. s*K + K - 1`` are step ``s``'s."""
+        if num_steps < 0:
+            raise ValueError(f"num_steps must be >= 0, got {num_steps}")
+        if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
+            raise TypeError("sample_epoch needs a CPU torch.Generator (paths are drawn on the host "
+                            "so sampling never waits for the device)")
+        L, width = self.candidate_mask.shape
+        K = self.paths_per_step
+        keys = torch.rand(num_steps, L, width, generator=generator, dtype=torch.float64)
+        keys[:, ~self.candidate_mask] = 2.0                  # invalid slots sort last
+        order = keys.argsort(dim=2)                          # a random permutation per layer
+        counts = self.candidate_mask.sum(dim=1)
+        take = torch.arange(K)[None, :] % counts[:, None]    # [L, K]: cycle short layers
+        paths = order.gather(2, take.expand(num_steps, L, K))
+        return paths.permute(0, 2, 1).reshape(num_steps * K, L).contiguous()
+
+
 class ImportancePathSampler(UniformPathSampler):
-    """PA: ``p`` follows each operation's mean gradient norm, mixed with uniform by ``δ``."""
+    """PA: ``p`` follows each operation's gradient norm, mixed with uniform by ``δ``.
+
+    ``aggregation="mean"`` (DESIGN §1): the mean norm over the steps an operation trained (see the
+    module docstring). ``aggregation="official"`` (the authors' NAS-Bench-201 code, ``shared``
+    only): each step, for every operation type ``k`` on the path, ``x_k`` = the sum over cells of
+    its per-tensor gradient norms divided by the number of layers holding ``k`` (dead edges
+    counted), then ``g_k ← (g_k + x_k) / 2`` if ``x_k ≠ 0``, from ``g_k = 0`` at each epoch's
+    start: a moving average dominated by the epoch's last steps. ``norm_sum`` then holds ``g``
+    (every row the same) and ``step_count`` the steps each (layer, candidate) was drawn.
+    ``offset``: see :func:`~pada_fast.sampling.schedule.mix_weight`."""
 
     kind = "importance"
 
     def __init__(self, candidate_mask, granularity: str = "shared",
-                 schedule: str = "linear_increase", device: torch.device | str = "cpu"):
+                 schedule: str = "linear_increase", device: torch.device | str = "cpu",
+                 aggregation: str = "mean", offset: str = "current"):
         if granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+        if aggregation == "official" and granularity != "shared":
+            raise ValueError("aggregation='official' is the authors' shared distribution over operation "
+                             "types; use granularity='shared' with it")
         self.granularity = granularity
         self.schedule = check_schedule(schedule)
+        self.aggregation = aggregation
+        self.offset = check_offset(offset)
         super().__init__(candidate_mask, device)
 
     def _config(self) -> dict:
-        return {"kind": self.kind, "granularity": self.granularity, "schedule": self.schedule}
+        return {"kind": self.kind, "granularity": self.granularity, "schedule": self.schedule,
+                "aggregation": self.aggregation, "offset": self.offset}
 
     def _mix_weight(self, next_epoch: int, epochs: int) -> float:
-        return mix_weight(self.schedule, next_epoch, epochs)
+        return mix_weight(self.schedule, next_epoch, epochs, self.offset)
+
+    def record(self, grads: Sequence[torch.Tensor], slots: Sequence[int], arch=None) -> None:
+        if self.aggregation == "mean":
+            super().record(grads, slots)
+            return
+        if arch is None:
+            raise ValueError("aggregation='official' needs record(grads, slots, arch=path): it divides "
+                             "by the number of layers holding each operation")
+        L, K = self.candidate_mask.shape
+        arch = torch.as_tensor(list(arch), dtype=torch.long)
+        holding = torch.bincount(arch, minlength=K).to(torch.float32).to(self.device)   # [K]
+        self.step_count[torch.arange(L), arch.to(self.device)] += 1
+        if not grads:
+            return
+        norms = torch.stack(torch._foreach_norm([g.float() for g in grads]))
+        ops_of = torch.as_tensor([slot % K for slot in slots], dtype=torch.long, device=self.device)
+        summed = torch.zeros(K, dtype=torch.float32, device=self.device).index_add_(0, ops_of, norms)
+        x = summed / holding.clamp_min(1)
+        g = self.norm_sum[0]
+        updated = torch.where(x != 0, (g + x) / 2, g)
+        self.norm_sum.copy_(updated.expand_as(self.norm_sum))
+
+    def _epoch_norms(self) -> torch.Tensor:
+        if self.aggregation == "mean":
+            return super()._epoch_norms()
+        return self.norm_sum.clone()
 
     def _next_probabilities(self, mean_norms: torch.Tensor, weight: float):
         mask = self._mask_device

@@ -36,6 +36,8 @@ def make_batchnorm(channels: int, bn_mode: str) -> nn.BatchNorm2d:
         return nn.BatchNorm2d(channels, affine=False, track_running_stats=False)
     if bn_mode == "running":
         return nn.BatchNorm2d(channels, affine=True, track_running_stats=True)
+    if bn_mode == "affine_batch":       # reduction blocks with space.reduction_bn=affine
+        return nn.BatchNorm2d(channels, affine=True, track_running_stats=False)
     raise ValueError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
 
 
@@ -159,7 +161,7 @@ class _Skeleton(nn.Module):
     ``make_cell(channels)`` builds each cell."""
 
     def __init__(self, C: int, N: int, num_classes: int, in_channels: int, bn_mode: str,
-                 make_cell: Callable[[int], nn.Module]):
+                 make_cell: Callable[[int], nn.Module], reduction_bn_mode: str | None = None):
         super().__init__()
         _check_sizes(C, N, num_classes, in_channels, bn_mode)
         self.C, self.N, self.num_classes = C, N, num_classes
@@ -169,7 +171,7 @@ class _Skeleton(nn.Module):
         body: list[nn.Module] = []
         for stage, width in enumerate((C, 2 * C, 4 * C)):
             if stage:
-                body.append(ResNetBasicBlock(width // 2, width, bn_mode))
+                body.append(ResNetBasicBlock(width // 2, width, reduction_bn_mode or bn_mode))
             body.extend(make_cell(width) for _ in range(N))
         self.body = nn.ModuleList(body)
         self.head = nn.Sequential(make_batchnorm(4 * C, bn_mode), nn.ReLU(inplace=False),
@@ -183,9 +185,15 @@ class NB201SuperNet(_Skeleton, SuperNet):
     space_name = "nb201"
 
     def __init__(self, C: int = 16, N: int = 5, num_classes: int = 10, in_channels: int = 3,
-                 bn_mode: str = "batch"):
+                 bn_mode: str = "batch", reduction_bn: str = "batch"):
+        """``reduction_bn="affine"``: the two reduction blocks' BN get learnable affine parameters
+        (batch statistics still, with ``bn_mode="batch"``), as NAS-Bench-201's stand-alone networks."""
+        if reduction_bn not in ("batch", "affine"):
+            raise ValueError(f"reduction_bn must be 'batch' or 'affine', got {reduction_bn!r}")
+        self.reduction_bn = reduction_bn
+        reduction_mode = "affine_batch" if reduction_bn == "affine" and bn_mode == "batch" else bn_mode
         super().__init__(C, N, num_classes, in_channels, bn_mode,
-                         lambda width: SearchCell(width, bn_mode))
+                         lambda width: SearchCell(width, bn_mode), reduction_mode)
         self._plans: dict[Arch, CellPlan] = {}
         self._path_params: dict[Arch, tuple[list[nn.Parameter], list[int]]] = {}
 

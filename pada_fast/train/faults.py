@@ -176,19 +176,19 @@ class NonFiniteGuard:
 
     def record(self, path_sampler, path_grads: Sequence[torch.Tensor | None], slots: Sequence[int],
                data_sampler=None, indices: torch.Tensor | None = None,
-               importance: torch.Tensor | None = None) -> None:
-        """``path_sampler.record(path_grads, slots)`` and ``data_sampler.record(indices,
+               importance: torch.Tensor | None = None, arch=None) -> None:
+        """``path_sampler.record(path_grads, slots, arch)`` and ``data_sampler.record(indices,
         importance)``, unless this step is skipped."""
         if self.mode == "host":
             if not self._skip:
-                path_sampler.record(path_grads, slots)
+                path_sampler.record(path_grads, slots, arch)
                 if data_sampler is not None:
                     data_sampler.record(indices, importance)
             return
         bad = self._found.bool()
         sums = (path_sampler.norm_sum, path_sampler.step_count)
         saved = [t.clone() for t in sums]
-        path_sampler.record(path_grads, slots)
+        path_sampler.record(path_grads, slots, arch)
         for t, old in zip(sums, saved):
             t.copy_(torch.where(bad, old, t))
         if data_sampler is None:

@@ -26,9 +26,10 @@ import torch
 
 from pada_fast import ops
 from pada_fast.config import Config, ConfigError, check_paths
-from pada_fast.data.datasets import build_split
+from pada_fast.data.datasets import build_split, training_recipe
 from pada_fast.data.loader import build_loader, shard_positions
 from pada_fast.evaluate.gradient_variance import measure_epoch_gv
+from pada_fast.reproduce import resolve_reproduction
 from pada_fast.sampling import build_data_sampler, build_path_sampler
 from pada_fast.spaces import build_supernet
 
@@ -43,6 +44,17 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """The host generator of one epoch's path and index draws: a function of (seed, epoch) only,
     so a resumed run draws exactly what the uninterrupted run would have."""
     return torch.Generator().manual_seed((seed * 1_000_003 + epoch * 7919 + 17) % (2**63))
+
+
+def dali_augment(data_cfg, train_set) -> str:
+    """The DALI pipeline's mode for ``data.augment``: it runs CIFAR's crop:4+flip, ImageNet's
+    recipe and none; any other recipe is an error naming the torch backend, which runs them all."""
+    recipe = training_recipe(data_cfg, train_set)
+    modes = {"crop:4+flip": "cifar", "imagenet": "imagenet", "none": "none"}
+    if recipe not in modes:
+        raise ConfigError(f"data.backend=dali runs the recipes {', '.join(modes)}, not data.augment="
+                          f"{data_cfg.augment!r} ({recipe}); use data.backend=torch for it")
+    return modes[recipe]
 
 
 def cosine_lr(step: int, total: int, lr: float, lr_min: float) -> float:
@@ -63,9 +75,10 @@ def build_model(cfg: Config, num_classes: int, in_channels: int):
     if s.bn_mode == "auto":
         s.bn_mode = "running" if s.name == "proxyless" else "batch"
     resolve_granularity(cfg)
+    resolve_reproduction(cfg)
     if s.name == "nb201":
         return build_supernet("nb201", C=s.C, N=s.N, num_classes=num_classes,
-                              in_channels=in_channels, bn_mode=s.bn_mode)
+                              in_channels=in_channels, bn_mode=s.bn_mode, reduction_bn=s.reduction_bn)
     if s.name == "proxyless":
         return build_supernet("proxyless", num_classes=num_classes, in_channels=in_channels,
                               width_mult=s.width_mult, resolution=s.resolution or 224,
@@ -132,6 +145,7 @@ class Trainer:
         np.random.seed(cfg.run.seed % 2**32)
         d = cfg.data
         self.train_set = build_split(d, "train", augment=d.augment, subset=d.train_subset)
+        self.recipe = training_recipe(d, self.train_set)
         if self.train_set.skipped and self.dist.is_main:
             (self.out_dir / "skipped_files.txt").write_text("".join(line + "\n" for line in self.train_set.skipped))
         self.model = build_model(cfg, self.train_set.num_classes, self.train_set.in_channels).to(self.device)
@@ -147,9 +161,17 @@ class Trainer:
                       f"(space.bn_mode={cfg.space.bn_mode}); each rank keeps its own statistics",
                       flush=True)
         m = cfg.method
+        if m.name == "fairnas" and m.unbiased:
+            raise ConfigError("method.unbiased weights the loss by 1/p of one sampled path; FairNAS trains every "
+                              "candidate each step (nothing to reweight): set method.unbiased=false")
+        if self.dist.enabled and m.da_aggregation == "official" and m.name in ("da", "pada"):
+            raise ConfigError("method.da_aggregation=official (the authors' single-process running average of "
+                              "each sample's importance) cannot run under torchrun; set method.da_aggregation=mean")
         self.path_sampler = build_path_sampler(m.name, self.model.candidate_mask(), m.pa_granularity,
-                                               m.pa_schedule, self.device)
-        self.data_sampler = build_data_sampler(m.name, len(self.train_set), m.da_schedule, self.device)
+                                               m.pa_schedule, self.device, aggregation=m.pa_aggregation,
+                                               offset=m.schedule_offset)
+        self.data_sampler = build_data_sampler(m.name, len(self.train_set), m.da_schedule, self.device,
+                                               aggregation=m.da_aggregation, offset=m.schedule_offset)
         n = len(self.train_set)
         self.drop_last = n >= d.batch_size   # equal batches keep batch-statistics BN comparable
         self.steps_per_epoch = n // d.batch_size if self.drop_last else 1
@@ -207,6 +229,7 @@ class Trainer:
                     "python": random.getstate(), "cuda": self._cuda_rng_state()},
             "num_classes": self.train_set.num_classes,
             "classes": list(self.train_set.classes),
+            "augment": self.recipe,
             "in_channels": self.train_set.in_channels,
         }
 
@@ -283,7 +306,11 @@ class Trainer:
 
     # -- training --------------------------------------------------------------------------------
     def _lr_for(self, global_step: int) -> float:
+        """Cosine learning rate of a step: per step, or (``optim.lr_schedule=per_epoch``) constant
+        within an epoch at the value of its start, as ``CosineAnnealingLR`` stepped per epoch."""
         o = self.cfg.optim
+        if o.lr_schedule == "per_epoch":
+            return cosine_lr(global_step // self.steps_per_epoch, o.epochs, o.lr, o.lr_min)
         return cosine_lr(global_step, self.total_steps, o.lr, o.lr_min)
 
     def _shard(self, stream: torch.Tensor, start_step: int = 0):
@@ -315,7 +342,7 @@ class Trainer:
                                 pin_memory=self.device.type == "cuda", positions=positions)
         if self._dali is None:
             from pada_fast.data.dali_loader import build_dali_loader
-            augment = "cifar" if d.augment and d.dataset in ("cifar10_folder", "cifar10", "cifar100") else "none"
+            augment = dali_augment(d, self.train_set)
             gpu = self.device.type == "cuda"
             self._dali = build_dali_loader(
                 self.train_set, stream, self.local_batch, num_workers=max(d.num_workers, 1),
@@ -424,6 +451,7 @@ class Trainer:
         gen = epoch_generator(cfg.run.seed, epoch)
         stream = self.data_sampler.epoch_stream(gen)
         paths = self.path_sampler.sample_epoch(self.steps_per_epoch, gen)
+        per_step = getattr(self.path_sampler, "paths_per_step", 1)
         if self.dist.enabled:
             self._check_ranks_agree(epoch, stream, paths)
         loader = self._loader(stream, epoch, start_step)
@@ -471,16 +499,19 @@ class Trainer:
             images = images.to(self.device, dtype=self.dtype, non_blocking=True, memory_format=self.memory_format)
             labels = labels.to(self.device, non_blocking=True)
             indices = indices.to(self.device, non_blocking=True)
-            arch = tuple(paths[step].tolist())
-            logits = self.model(images, arch)
-            per_sample, importance = ops.cross_entropy_with_importance(logits, labels, cfg.optim.label_smoothing)
-            if unbiased:
-                weights = self.data_sampler.importance_weights(indices) * path_weights[step]
-                loss = (per_sample * weights).mean()
-            else:
-                loss = per_sample.mean()
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            archs = [tuple(row) for row in paths[step * per_step:(step + 1) * per_step].tolist()]
+            # update_unsampled=on keeps zero gradients on candidates trained before, so SGD's weight
+            # decay and momentum move them this step too (the authors' PyTorch 1.7 behaviour)
+            self.optimizer.zero_grad(set_to_none=cfg.optim.update_unsampled == "off")
+            for arch in archs:          # one path; FairNAS: K paths, gradients accumulated
+                logits = self.model(images, arch)
+                per_sample, importance = ops.cross_entropy_with_importance(logits, labels, cfg.optim.label_smoothing)
+                if unbiased:
+                    weights = self.data_sampler.importance_weights(indices) * path_weights[step]
+                    loss = (per_sample * weights).mean()
+                else:
+                    loss = per_sample.mean()
+                loss.backward()
             # Mean over ranks of per-rank mean losses = the loss of the global batch; clipping and
             # PA's record see the averaged gradients, identical on every rank.
             distributed.average_gradients_(self.params, world)
@@ -490,9 +521,13 @@ class Trainer:
             # A non-finite loss or (averaged, clipped) gradient skips the records and the update.
             self.guard.check(loss, [p.grad for p in self.params], total_norm=total_norm, step=global_step)
             path_params, slots = self.model.path_parameters(arch)
+            if per_step > 1:    # FairNAS: every path's operations (each (layer, op) once a step)
+                pairs = [self.model.path_parameters(a) for a in archs]
+                path_params = [q for params, _ in pairs for q in params]
+                slots = [slot for _, sl in pairs for slot in sl]
             # DA: this rank's samples; summed over ranks at the epoch's end
             self.guard.record(self.path_sampler, [p.grad for p in path_params], slots,
-                              self.data_sampler, indices, importance)
+                              self.data_sampler, indices, importance, arch=arch)
             self.guard.step(self.optimizer)
             loss_sum += self.guard.masked(per_sample.detach().sum())
             correct += (logits.detach().argmax(1) == labels).sum()
