@@ -92,3 +92,17 @@ def test_table_records_recipe_and_noise_and_rank_notes_a_mismatch(tmp_path, caps
     assert "crop:1" in out and "flip" in out and "data.augment" in out
     metrics = json.loads((tmp_path / "rank" / "metrics.json").read_text())
     assert metrics["train_recipe"] == "crop:1" and metrics["table_recipe"] == "flip"
+
+
+def test_shipped_fashion_mnist_table_matches_its_config():
+    from pathlib import Path
+    from pada_fast.evaluate.ground_truth import load_ground_truth
+    repo = Path(__file__).resolve().parents[1]
+    cfg = load_config(repo / "configs" / "nb201_fashion_mnist.yaml")
+    table = load_ground_truth(repo / cfg.rank.ground_truth)
+    assert len(table) == 100 and len(set(table.indices.tolist())) == 100
+    meta = table.meta
+    assert meta["augment"] == T.describe_recipe(T.recipe_steps(cfg.data.augment, "fashion_mnist", 28))
+    assert (meta["C"], meta["N"], meta["train_images"], meta["epochs"]) == (cfg.space.C, cfg.space.N,
+                                                                              cfg.data.train_subset, cfg.optim.epochs)
+    assert meta["noise"]["archs"] == 20 and -1 <= meta["noise"]["kendall_tau"] <= 1
