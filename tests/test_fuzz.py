@@ -130,7 +130,7 @@ def test_config_overrides_load_or_raise_config_error(text):
 
 
 def test_config_error_names_key_and_allowed_values():
-    with pytest.raises(ConfigError, match=r"'method\.name' must be one of spos, pa, da, pada; got 'sposs'"):
+    with pytest.raises(ConfigError, match=r"'method\.name' must be one of spos, pa, da, pada, fairnas; got 'sposs'"):
         load_config(None, ["method.name=sposs"])
     with pytest.raises(ConfigError, match=r"unknown config key 'run\.sed'.*seed"):
         load_config(None, ["run.sed=1"])
