@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from . import transforms as T
 from .decode import decode_image_file
 from .idx_format import read_idx
-from .subset import stratified_subset_indices, subset_indices
+from .subset import subset_indices
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 SPLITS = ("train", "test")
@@ -79,13 +79,9 @@ class ImageDataset(Dataset):
         chosen._take(indices)
         return chosen
 
-    def stratified_subset(self, n: int, seed: int = 0) -> "ImageDataset":
-        """``n`` samples with this dataset's class proportions, see
-        :func:`pada_fast.data.subset.stratified_subset_indices`."""
-        return self.select(stratified_subset_indices(self.targets, n, seed))
-
-    def random_subset(self, n: int, seed: int = 0, mode: str = "stratified") -> "ImageDataset":
-        """``n`` samples drawn ``mode`` ('stratified' or 'random', see :mod:`..subset`)."""
+    def subset(self, n: int, seed: int = 0, mode: str = "stratified") -> "ImageDataset":
+        """``n`` samples: ``"stratified"`` keeps this dataset's class proportions, ``"random"``
+        draws uniformly (see :func:`pada_fast.data.subset.subset_indices`)."""
         return self.select(subset_indices(self.targets, n, seed, mode))
 
     def _take(self, indices: np.ndarray) -> None:
@@ -409,7 +405,7 @@ def build_dataset(name: str, root: Optional[str | os.PathLike] = None, split: st
     else:
         dataset = load_digits_dataset(split, seed)
     if subset is not None:
-        dataset = dataset.random_subset(subset, seed, subset_mode)
+        dataset = dataset.subset(subset, seed, subset_mode)
     skipped = dataset.skipped
     if skipped:
         listing = "\n  ".join(skipped[:10]) + (f"\n  ... and {len(skipped) - 10} more" if len(skipped) > 10 else "")

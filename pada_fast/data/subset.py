@@ -1,4 +1,4 @@
-"""Deterministic class-stratified subsets (e.g. "10,000 CIFAR-10 training JPEGs")."""
+"""Deterministic subsets (e.g. "10,000 CIFAR-10 training JPEGs"): class-stratified or uniformly random."""
 from __future__ import annotations
 
 import numpy as np

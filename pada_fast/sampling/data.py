@@ -135,6 +135,122 @@ class ImportanceDataSampler:
         self.count.index_add_(0, indices, torch.ones_like(importance))
 
     def _record_running_pairs(self, indices: torch.Tensor, importance: torch.Tensor) -> None:
+        """The authors' per-sample update ``s ← (s + x) / 2`` (``s ← x`` at the epoch's first draw),
+        in batch order also when a sample is drawn more than once in the batch, in closed form and
+        without a host sync: after ``m`` draws ``x_0 .. x_{m-1}`` this batch,
+        ``s = s_old / 2^m + Σ_k x_k / 2^(m-k)``, where a first draw of the epoch gives ``x_0``
+        twice that weight and ``s_old`` none."""
+        if indices.numel() == 0:
+            return
+        order = torch.argsort(indices, stable=True)
+        ordered = indices[order]
+        positions = torch.arange(len(ordered), device=indices.device)
+        starts = torch.ones_like(ordered, dtype=torch.bool)
+        starts[1:] = ordered[1:] != ordered[:-1]
+        ends = torch.ones_like(starts)
+        ends[:-1] = starts[1:]
+        run_start = torch.cummax(torch.where(starts, positions, 0), dim=0).values
+        last = len(ordered) - 1
+        run_end = last - torch.cummax(torch.where(ends, last - positions, 0).flip(0), dim=0).values.flip(0)
+        occurrence = torch.empty_like(positions)
+        draws = torch.empty_like(positions)
+        occurrence[order] = positions - run_start
+        draws[order] = run_end - run_start + 1
+        first = occurrence == 0
+        fresh = self.count[indices] == 0
+        weight = torch.exp2((occurrence - draws).to(torch.float32))
+        weight = torch.where(first & fresh, 2 * weight, weight)
+        old = self.score_sum[indices[first]]
+        kept = torch.where(fresh[first], 0.0, old * torch.exp2(-draws[first].to(torch.float32)))
+        self.score_sum[indices[first]] = kept
+        self.score_sum.index_add_(0, indices, importance * weight)
+        self.count.index_add_(0, indices, torch.ones_like(importance))
+
+    def epoch_stream(self, generator: torch.Generator, num_draws: int | None = None) -> torch.Tensor:
+        """LongTensor of dataset indices for one epoch (a permutation, cut to ``num_draws``)."""
+        _check_generator(generator)
+        stream = torch.randperm(self.num_samples, generator=generator)
+        return stream if num_draws is None else stream[:num_draws]
+
+    def record(self, indices: torch.Tensor, importance: torch.Tensor) -> None:
+        pass
+
+    def reduce_(self, all_reduce_sum: Callable[[torch.Tensor], object]) -> None:
+        """Nothing to combine across processes (see ``ImportanceDataSampler.reduce_``)."""
+
+    def end_epoch(self, next_epoch: int, epochs: int) -> None:
+        mix_weight("off", next_epoch, epochs)   # same argument checks as the importance sampler
+
+    def importance_weights(self, indices: torch.Tensor) -> torch.Tensor:
+        return torch.ones(indices.shape, dtype=torch.float32, device=indices.device)
+
+    def summary(self) -> dict:
+        n = self.num_samples
+        return {"kind": self.kind, "tau": 0.0, "min": 1.0 / n, "max": 1.0 / n,
+                "entropy": math.log(n), "max_entropy": math.log(n), "effective_sample_size": float(n),
+                "ess_fraction": 1.0, "seen_fraction": None, "fallback": None}
+
+    def state_dict(self) -> dict:
+        return {"kind": self.kind, "num_samples": self.num_samples}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("kind") != self.kind or state.get("num_samples") != self.num_samples:
+            raise ValueError(f"checkpoint data sampler is {state.get('kind')!r} over "
+                             f"{state.get('num_samples')} samples, this one is {self.kind!r} over "
+                             f"{self.num_samples}; build it with the checkpoint's method and dataset")
+
+
+AGGREGATIONS = ("mean", "official")
+
+
+class ImportanceDataSampler:
+    """DA: indices drawn with replacement from ``q``, which follows each sample's importance.
+
+    ``aggregation="mean"`` (DESIGN §1): a sample's score is its mean importance over the epoch's
+    draws. ``"official"`` (the authors' code): ``s ← x`` at its first draw of the epoch, then
+    ``s ← (s + x) / 2`` at each later one, in stream order (``score_sum`` then holds ``s``).
+    ``offset``: see :func:`~pada_fast.sampling.schedule.mix_weight`."""
+
+    kind = "importance"
+
+    def __init__(self, num_samples: int, schedule: str = "linear_increase",
+                 device: torch.device | str = "cpu", aggregation: str = "mean", offset: str = "current"):
+        self.num_samples = _check_num_samples(num_samples)
+        self.schedule = check_schedule(schedule)
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+        self.aggregation = aggregation
+        self.offset = check_offset(offset)
+        self.score_sum = torch.zeros(num_samples, dtype=torch.float32, device=device)
+        self.count = torch.zeros(num_samples, dtype=torch.float32, device=device)
+        self.device = self.score_sum.device
+        self._q: torch.Tensor | None = None         # host float64; None until the first end_epoch
+        self._q_device: torch.Tensor | None = None
+        self._cdf: torch.Tensor | None = None
+        self.last_tau = 0.0
+        self.seen_fraction: float | None = None
+        self.fallback_message: str | None = None
+        self.epochs_finished = 0
+
+    # -- hot path --------------------------------------------------------------------------------
+    def record(self, indices: torch.Tensor, importance: torch.Tensor) -> None:
+        """Scatter one batch's importances (``[B]``, any float dtype) by dataset index (``[B]``
+        int64), both on the sampler's device."""
+        if indices.device != self.device or importance.device != self.device:
+            raise ValueError(f"record() needs indices and importance on {self.device}, got "
+                             f"{indices.device} and {importance.device}; move them first (the "
+                             "loader returns indices on the host)")
+        if indices.shape != importance.shape or indices.dim() != 1:
+            raise ValueError(f"indices and importance must be 1-D of equal length, got "
+                             f"{tuple(indices.shape)} and {tuple(importance.shape)}")
+        importance = importance.detach().to(torch.float32)
+        if self.aggregation == "official":
+            self._record_running_pairs(indices, importance)
+            return
+        self.score_sum.index_add_(0, indices, importance)
+        self.count.index_add_(0, indices, torch.ones_like(importance))
+
+    def _record_running_pairs(self, indices: torch.Tensor, importance: torch.Tensor) -> None:
         """The authors' per-sample update, exactly in batch order also when a sample is drawn
         more than once in the batch: one pass per occurrence (a sample's k-th copy in pass k)."""
         if indices.numel() == 0:

@@ -240,6 +240,7 @@ class ImportancePathSampler(UniformPathSampler):
         self.schedule = check_schedule(schedule)
         self.aggregation = aggregation
         self.offset = check_offset(offset)
+        self._official_cache: dict = {}     # path -> its index tensors (official record)
         super().__init__(candidate_mask, device)
 
     def _config(self) -> dict:
@@ -256,19 +257,31 @@ class ImportancePathSampler(UniformPathSampler):
         if arch is None:
             raise ValueError("aggregation='official' needs record(grads, slots, arch=path): it divides "
                              "by the number of layers holding each operation")
-        L, K = self.candidate_mask.shape
-        arch = torch.as_tensor(list(arch), dtype=torch.long)
-        holding = torch.bincount(arch, minlength=K).to(torch.float32).to(self.device)   # [K]
-        self.step_count[torch.arange(L), arch.to(self.device)] += 1
+        layers, chosen, holding, ops_of = self._official_indices(arch, slots)
+        self.step_count[layers, chosen] += 1
         if not grads:
             return
         norms = torch.stack(torch._foreach_norm([g.float() for g in grads]))
-        ops_of = torch.as_tensor([slot % K for slot in slots], dtype=torch.long, device=self.device)
+        K = self.candidate_mask.shape[1]
         summed = torch.zeros(K, dtype=torch.float32, device=self.device).index_add_(0, ops_of, norms)
         x = summed / holding.clamp_min(1)
         g = self.norm_sum[0]
         updated = torch.where(x != 0, (g + x) / 2, g)
         self.norm_sum.copy_(updated.expand_as(self.norm_sum))
+
+    def _official_indices(self, arch, slots: Sequence[int]):
+        """Device index tensors of one path for the official record, built once per path: the
+        layers, the chosen candidates, each operation's count of layers holding it, and the
+        operation of every gradient tensor."""
+        key = tuple(int(a) for a in arch)
+        cached = self._official_cache.get(key)
+        if cached is None or cached[3].numel() != len(slots):
+            L, K = self.candidate_mask.shape
+            chosen = torch.as_tensor(key, dtype=torch.long)
+            holding = torch.bincount(chosen, minlength=K).to(torch.float32)
+            ops_of = torch.as_tensor([slot % K for slot in slots], dtype=torch.long)
+            cached = self._official_cache[key] = tuple(t.to(self.device) for t in (torch.arange(L), chosen, holding, ops_of))
+        return cached
 
     def _epoch_norms(self) -> torch.Tensor:
         if self.aggregation == "mean":

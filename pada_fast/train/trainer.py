@@ -503,6 +503,7 @@ class Trainer:
             # update_unsampled=on keeps zero gradients on candidates trained before, so SGD's weight
             # decay and momentum move them this step too (the authors' PyTorch 1.7 behaviour)
             self.optimizer.zero_grad(set_to_none=cfg.optim.update_unsampled == "off")
+            step_loss_sum = step_correct = None
             for arch in archs:          # one path; FairNAS: K paths, gradients accumulated
                 logits = self.model(images, arch)
                 per_sample, importance = ops.cross_entropy_with_importance(logits, labels, cfg.optim.label_smoothing)
@@ -512,6 +513,10 @@ class Trainer:
                 else:
                     loss = per_sample.mean()
                 loss.backward()
+                path_loss = per_sample.detach().sum()
+                path_correct = (logits.detach().argmax(1) == labels).sum()
+                step_loss_sum = path_loss if step_loss_sum is None else step_loss_sum + path_loss
+                step_correct = path_correct if step_correct is None else step_correct + path_correct
             # Mean over ranks of per-rank mean losses = the loss of the global batch; clipping and
             # PA's record see the averaged gradients, identical on every rank.
             distributed.average_gradients_(self.params, world)
@@ -520,17 +525,22 @@ class Trainer:
                 total_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.grad_clip, foreach=True)
             # A non-finite loss or (averaged, clipped) gradient skips the records and the update.
             self.guard.check(loss, [p.grad for p in self.params], total_norm=total_norm, step=global_step)
-            path_params, slots = self.model.path_parameters(arch)
-            if per_step > 1:    # FairNAS: every path's operations (each (layer, op) once a step)
+            if per_step == 1:
+                path_params, slots = self.model.path_parameters(archs[0])
+                path = archs[0]
+            else:               # FairNAS: every path's operations (each (layer, op) once a step)
                 pairs = [self.model.path_parameters(a) for a in archs]
                 path_params = [q for params, _ in pairs for q in params]
                 slots = [slot for _, sl in pairs for slot in sl]
+                path = None     # FairNAS samples uniformly: no official PA record needs the path
             # DA: this rank's samples; summed over ranks at the epoch's end
             self.guard.record(self.path_sampler, [p.grad for p in path_params], slots,
-                              self.data_sampler, indices, importance, arch=arch)
+                              self.data_sampler, indices, importance, arch=path)
             self.guard.step(self.optimizer)
-            loss_sum += self.guard.masked(per_sample.detach().sum())
-            correct += (logits.detach().argmax(1) == labels).sum()
+            # loss and accuracy: the mean over the step's paths (one path but for FairNAS);
+            # ``correct`` counts (image, path) pairs
+            loss_sum += self.guard.masked(step_loss_sum / per_step)
+            correct += step_correct
             seen += labels.shape[0]
             last = time.perf_counter()
             times.total = last - start
@@ -542,7 +552,7 @@ class Trainer:
                     self._print(f"warning: epoch {epoch + 1} step {step + 1}: {skipped}")
                 total_loss, total_correct, total_seen = self._totals(loss_sum, correct, seen)
                 line = (f"epoch {epoch + 1}/{cfg.optim.epochs} step {step + 1}/{self.steps_per_epoch} "
-                        f"loss {total_loss / total_seen:.4f} acc {total_correct / total_seen:.4f} "
+                        f"loss {total_loss / total_seen:.4f} acc {total_correct / (total_seen * per_step):.4f} "
                         f"img/s {total_seen / max(times.total, 1e-9):.0f} lr {lr:.5f} data {times.data:.2f}s")
                 if bar is not None:
                     bar.set_postfix_str(line.split(" loss ", 1)[1])
@@ -567,7 +577,7 @@ class Trainer:
         return {"train_loss": total_loss / max(total_seen, 1),
                 "nonfinite_skipped": counts["total"] - self._nonfinite_at_start,
                 "nonfinite_total": counts["total"], "nonfinite_longest_run": counts["longest_run"],
-                "train_acc": total_correct / max(total_seen, 1),
+                "train_acc": total_correct / max(total_seen * per_step, 1),
                 "images": total_seen, "epoch_time": times.total, "data_time": times.data,
                 "images_per_s": total_seen / max(times.total, 1e-9),
                 "lr": self._lr_for((epoch + 1) * self.steps_per_epoch)}
