@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (ROOT / "pada_fast" / "__init__.py").read_text()).group(1)
@@ -71,12 +72,29 @@ def extension_modules():
     return [ext], {"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)}
 
 
+class build_py_with_sources(build_py):
+    """Also ships csrc/ inside the package (``pada_fast/_csrc``), so an installed wheel without
+    a compiled extension can still build the ops just in time."""
+
+    def run(self):
+        super().run()
+        if getattr(self, "editable_mode", False):   # an editable install reads csrc/ in place
+            return
+        target = Path(self.build_lib) / "pada_fast" / "_csrc"
+        for source in sorted((ROOT / "csrc").rglob("*")):
+            if source.suffix in (".cpp", ".cu", ".h", ".cuh"):
+                self.mkpath(str((target / source.relative_to(ROOT / "csrc")).parent))
+                self.copy_file(str(source), str(target / source.relative_to(ROOT / "csrc")), preserve_mode=False)
+        say(f"csrc/ shipped as {target.relative_to(self.build_lib)} for just-in-time builds")
+
+
 ext_modules, cmdclass = extension_modules()
+cmdclass = {**cmdclass, "build_py": build_py_with_sources}
 setup(
     name="pada_fast",
     version=VERSION,
     packages=find_packages(include=["pada_fast", "pada_fast.*"]),
-    package_data={"pada_fast": ["data/benchmarks/*", "configs/*.yaml"]},
+    package_data={"pada_fast": ["data/benchmarks/*"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

@@ -19,7 +19,7 @@ import torch
 from pada_fast.config import load_config
 from pada_fast.evaluate.inherited import to_channels_last
 from pada_fast.sampling import UniformPathSampler
-from pada_fast.train.trainer import build_model
+from pada_fast.experiment import build_model
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import median, spread, time_ab  # noqa: E402

@@ -24,7 +24,7 @@ from pada_fast.evaluate.ground_truth import load_ground_truth
 from pada_fast.evaluate.heldout import load_heldout
 from pada_fast.evaluate.inherited import inherited_accuracy, to_channels_last
 from pada_fast.evaluate.protocols import parse_archs
-from pada_fast.evaluate.rank import load_supernet
+from pada_fast.experiment import load_run
 
 
 def main(argv=None):
@@ -41,7 +41,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
-    model, cfg, state = load_supernet(args.checkpoint, dev)
+    run = load_run(args.checkpoint, dev)
+    model, cfg, state = run.model, run.cfg, run.state
     model = to_channels_last(model).eval()
     truth = load_ground_truth(args.ground_truth or cfg.rank.ground_truth, cfg.rank.gt_dataset)
     all_archs = parse_archs(truth, model)

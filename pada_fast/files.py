@@ -1,28 +1,49 @@
 """Atomic file writes: a temporary file in the target's folder, renamed over the target, so a
-crash or a kill leaves either the old file or the new one, never half of one."""
+crash or a kill leaves either the old file or the new one, never half of one. ``durable=True``
+also fsyncs the file and its folder, so the rename survives a power cut (checkpoints)."""
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-from typing import Callable, TextIO
+from typing import IO, Callable
 
 
-def write_atomic(path: str | os.PathLike, write: Callable[[TextIO], object], newline: str | None = None) -> None:
-    """Call ``write(handle)`` on a temporary text file, then rename it over ``path``. On any
-    failure the temporary file is removed and the error propagates; ``path`` is untouched."""
+def _fsync_dir(folder: str) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:         # e.g. platforms that cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[IO], object], newline: str | None = None,
+                 binary: bool = False, durable: bool = False) -> None:
+    """Call ``write(handle)`` on a temporary file (text, or bytes with ``binary``) named
+    ``<name>.<random>.tmp`` beside ``path``, then rename it over ``path``. On any failure the
+    temporary file is removed and the error propagates; ``path`` is untouched."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False, newline=newline)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
-        with handle:
+        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline=newline)) as handle:
             write(handle)
-        os.replace(handle.name, path)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(handle.name):
-            os.unlink(handle.name)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
         raise
+    if durable:
+        _fsync_dir(folder)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from pada_fast.config import load_config
-from pada_fast.train import checkpoint
-from pada_fast.train.checkpoint import (
+from pada_fast import checkpoint
+from pada_fast.rng import capture_rng_state, restore_rng_state
+from pada_fast.checkpoint import (
     CheckpointManager,
     CorruptCheckpoint,
     IncompatibleCheckpoint,
@@ -334,9 +335,9 @@ def test_module_state_dict_metadata_survives_and_is_checksummed(tmp_path):
 
 
 def test_rng_state_round_trip():
-    rng = checkpoint.capture_rng_state()
+    rng = capture_rng_state()
     a = (torch.rand(3), np.random.rand(3), random.random())
-    checkpoint.restore_rng_state(rng)
+    restore_rng_state(rng)
     b = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(a[0], b[0]) and (a[1] == b[1]).all() and a[2] == b[2]
 

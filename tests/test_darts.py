@@ -220,7 +220,7 @@ def test_genotype_network_and_export():
 
 
 def test_build_model_from_config():
-    from pada_fast.train.trainer import build_model
+    from pada_fast.experiment import build_model
     cfg = Config()
     cfg.space.name, cfg.space.C, cfg.space.num_cells = "darts", 4, 5
     model = build_model(cfg, 10, 3)

@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from pada_fast.config import ConfigError, load_config
-from pada_fast.train import checkpoint, distributed
+from pada_fast import checkpoint
+from pada_fast.train import distributed
 from pada_fast.train.trainer import Trainer
 
 from train_launch import REPO, child_env, free_port, train_command

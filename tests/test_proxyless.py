@@ -177,7 +177,7 @@ def test_export_json_and_standalone_network(tmp_path):
 
 
 def test_build_model_from_config():
-    from pada_fast.train.trainer import build_model, resolve_granularity
+    from pada_fast.experiment import build_model, resolve_granularity
     cfg = Config()
     cfg.space.name = "proxyless"
     cfg.space.width_mult = 0.25

@@ -8,7 +8,8 @@ from pada_fast.config import load_config
 from pada_fast.reproduce import POINTS, resolve_reproduction
 from pada_fast.sampling import ImportanceDataSampler, ImportancePathSampler, mix_weight
 from pada_fast.spaces import build_supernet
-from pada_fast.train.trainer import Trainer, cosine_lr, epoch_generator
+from pada_fast.experiment import cosine_lr, epoch_generator
+from pada_fast.train.trainer import Trainer
 
 MASK = torch.ones(6, 5, dtype=torch.bool)
 

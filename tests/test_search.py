@@ -246,8 +246,8 @@ def test_train_search_export_end_to_end(space, tmp_path):
                     ).write_table(gt)
     lines = []
     from pada_fast.search.flops import build_cost_table
-    from pada_fast.evaluate.rank import load_supernet
-    model, _, _ = load_supernet(result["checkpoint"], torch.device("cpu"))
+    from pada_fast.experiment import load_run
+    model = load_run(result["checkpoint"]).model
     low, high = build_cost_table(model).bounds()
     max_macs = low + 0.6 * (high - low)
     summary = run_search(result["checkpoint"], tmp_path / "search", "evolution", max_macs=max_macs,

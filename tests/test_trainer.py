@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from pada_fast.config import load_config
-from pada_fast.train import checkpoint
-from pada_fast.train.trainer import Trainer, cosine_lr
+from pada_fast import checkpoint
+from pada_fast.experiment import cosine_lr
+from pada_fast.train.trainer import Trainer
 
 
 def small_config(tmp_path, method, epochs=3, **extra):

@@ -19,7 +19,7 @@ import torch
 from pada_fast.config import load_config
 from pada_fast.evaluate.rank import rank_supernet
 from pada_fast.quickstart import TABLE
-from pada_fast.train import checkpoint
+from pada_fast import checkpoint
 from pada_fast.train.trainer import Trainer
 
 from train_launch import REPO, child_env, train_command

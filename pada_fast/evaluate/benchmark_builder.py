@@ -24,7 +24,8 @@ from pada_fast import ops
 from pada_fast.config import Config
 from pada_fast.data.datasets import build_split, training_recipe
 from pada_fast.data.loader import build_loader
-from pada_fast.train.trainer import build_model, build_optimizer, cosine_lr, epoch_generator, resolve_device
+from pada_fast.devices import resolve_device
+from pada_fast.experiment import build_model, build_optimizer, cosine_lr, epoch_generator
 
 from .ground_truth import GroundTruth
 from .inherited import accuracy, fixed_batches

@@ -35,7 +35,7 @@ import torch
 
 from pada_fast import ops
 from pada_fast.data.loader import build_loader
-from pada_fast.train.checkpoint import capture_rng_state, restore_rng_state
+from pada_fast.rng import capture_rng_state, restore_rng_state
 
 GV_FILE = "gv.jsonl"
 

@@ -32,11 +32,10 @@ def gv_from_checkpoint(run_dir, draws: int = DEFAULT_DRAWS, device: str = "auto"
     """GV of the final checkpoint of ``run_dir`` under the samplers' saved state."""
     # imported here: heavy imports stay out of `pada-fast --help`
     from pada_fast.data.datasets import build_split
-    from pada_fast.sampling import build_data_sampler, build_path_sampler
-    from pada_fast.train.trainer import resolve_device
+    from pada_fast.devices import resolve_device
+    from pada_fast.experiment import load_run
 
     from .gradient_variance import gradient_variance
-    from .rank import load_supernet
 
     run_dir = Path(run_dir)
     ckpt = run_dir / "checkpoint.pt"
@@ -44,13 +43,11 @@ def gv_from_checkpoint(run_dir, draws: int = DEFAULT_DRAWS, device: str = "auto"
         raise FileNotFoundError(f"{run_dir} holds neither gv.jsonl (per-epoch GV snapshots, written when "
                                 f"run.gv_draws > 0) nor checkpoint.pt to compute GV from")
     dev = resolve_device(device)
-    model, cfg, state = load_supernet(ckpt, dev)
+    run = load_run(ckpt, dev)
+    model, cfg, state = run.model, run.cfg, run.state
     d, m = cfg.data, cfg.method
     train_set = build_split(d, "train", augment=d.augment, subset=d.train_subset, root=data_root)
-    path_sampler = build_path_sampler(m.name, model.candidate_mask(), m.pa_granularity, m.pa_schedule, dev)
-    path_sampler.load_state_dict(state["path_sampler"])
-    data_sampler = build_data_sampler(m.name, len(train_set), m.da_schedule, dev)
-    data_sampler.load_state_dict(state["data_sampler"])
+    path_sampler, data_sampler = run.samplers(len(train_set), dev)
     epoch = int(state["epoch"]) - 1
     result = gradient_variance(model, path_sampler, data_sampler, train_set, cfg, num_draws=draws,
                                device=dev, epoch=epoch, clip=clip)

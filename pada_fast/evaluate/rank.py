@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pada_fast.config import config_from_dict
 from pada_fast.data.datasets import training_recipe
 from pada_fast.files import write_atomic, write_json_atomic, write_text_atomic
-from pada_fast.train import checkpoint
-from pada_fast.train.trainer import build_model, resolve_device
+from pada_fast import checkpoint
+from pada_fast.devices import resolve_device
+from pada_fast.experiment import load_run
 
 from .engine import RankingEngine
 from .ground_truth import load_ground_truth
@@ -35,14 +35,6 @@ from .progress import Progress
 from .protocols import select
 
 PREDICTIONS = "predictions.jsonl"
-
-
-def load_supernet(checkpoint_path: str | Path, device: torch.device):
-    state = checkpoint.load(checkpoint_path)
-    cfg = config_from_dict(state["config"])
-    model = build_model(cfg, state["num_classes"], state["in_channels"]).to(device)
-    model.load_state_dict(state["model"])
-    return model, cfg, state
 
 
 def checkpoint_digest(state: dict) -> str:
@@ -68,7 +60,8 @@ def rank_supernet(checkpoint_path: str | Path, out_dir: str | Path, ground_truth
         raise FileExistsError(f"{out} already holds a ranking ({PREDICTIONS}); pass --resume to "
                               "continue it, or choose another --out")
     dev = resolve_device(device)
-    model, cfg, state = load_supernet(checkpoint_path, dev)
+    run = load_run(checkpoint_path, dev)
+    model, cfg, state = run.model, run.cfg, run.state
     r = cfg.rank
     ground_truth = ground_truth or r.ground_truth
     if not ground_truth:

@@ -1,7 +1,7 @@
 """Finds and loads the compiled ``pada_fast`` op library, once.
 
 Order: the extension built at install time (``pada_fast._C``), then a just-in-time build of
-``csrc/`` with ninja cached under ``$PADA_FAST_CACHE`` (default ``~/.cache/pada_fast``), which is
+``csrc/`` (in a checkout; ``pada_fast/_csrc`` in an installed wheel) with ninja cached under ``$PADA_FAST_CACHE`` (default ``~/.cache/pada_fast``), which is
 the route after an isolated ``pip install -e .`` (``PADA_FAST_FORCE_JIT=1`` takes it even when an
 installed extension exists). If neither works, one warning says why and the
 reference ops in :mod:`pada_fast.ops.reference` serve.
@@ -15,7 +15,9 @@ from pathlib import Path
 
 import torch
 
-REPO_CSRC = Path(__file__).resolve().parents[2] / "csrc"
+# The kernel sources: shipped inside an installed wheel, or csrc/ of a source checkout.
+_CANDIDATES = (Path(__file__).resolve().parents[1] / "_csrc", Path(__file__).resolve().parents[2] / "csrc")
+REPO_CSRC = next((c for c in _CANDIDATES if (c / "ops.cpp").is_file()), _CANDIDATES[-1])
 
 
 @dataclass

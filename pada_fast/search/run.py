@@ -57,8 +57,8 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, algorithm: str = "ev
     :func:`random_search`); ``-1`` for ``eval_subset`` means "the config's"."""
     from pada_fast.data.datasets import build_split
     from pada_fast.evaluate.heldout import load_heldout
-    from pada_fast.evaluate.rank import load_supernet
-    from pada_fast.train.trainer import resolve_device
+    from pada_fast.devices import resolve_device
+    from pada_fast.experiment import load_run
 
     log = log or (lambda text: print(text, flush=True))
     if algorithm not in ("evolution", "random"):
@@ -67,7 +67,8 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, algorithm: str = "ev
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
-    model, cfg, state = load_supernet(checkpoint, dev)
+    run = load_run(checkpoint, dev)
+    model, cfg, state = run.model, run.cfg, run.state
     model.eval()
     d = cfg.data
     resolution = resolution or getattr(cfg.space, "resolution", None)

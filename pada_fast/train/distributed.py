@@ -46,17 +46,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pada_fast.devices import resolve_device
+
 _OWNS_GROUP = False          # whether setup() created the default process group
-
-
-def resolve_device(name: str) -> torch.device:
-    """``run.device`` for a single process: ``auto`` is the GPU when one is visible."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"run.device={name} but no CUDA GPU is visible; use run.device=cpu")
-    return device
 
 
 def _dist():

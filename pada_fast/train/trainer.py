@@ -15,35 +15,24 @@ process with the same global ``data.batch_size`` up to floating-point rounding.
 """
 from __future__ import annotations
 
-import math
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from pada_fast import ops
+from pada_fast import checkpoint, ops
 from pada_fast.config import Config, ConfigError, check_paths
 from pada_fast.data.datasets import build_split, training_recipe
 from pada_fast.data.loader import build_loader, shard_positions
 from pada_fast.evaluate.gradient_variance import measure_epoch_gv
-from pada_fast.reproduce import resolve_reproduction
-from pada_fast.sampling import build_data_sampler, build_path_sampler
-from pada_fast.spaces import build_supernet
+from pada_fast.experiment import build_model, build_optimizer, build_samplers, cosine_lr, epoch_generator
+from pada_fast.rng import capture_rng_state, restore_rng_state, seed_everything
 
-from . import checkpoint, distributed
+from . import distributed
 from .faults import NonFiniteGuard
 from .signals import GracefulStop
-from .distributed import resolve_device  # noqa: F401  (re-exported: evaluate/search import it here)
 from .logs import EpochLog, use_progress_bar
-
-
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """The host generator of one epoch's path and index draws: a function of (seed, epoch) only,
-    so a resumed run draws exactly what the uninterrupted run would have."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + epoch * 7919 + 17) % (2**63))
 
 
 def dali_augment(data_cfg, train_set) -> str:
@@ -55,49 +44,6 @@ def dali_augment(data_cfg, train_set) -> str:
         raise ConfigError(f"data.backend=dali runs the recipes {', '.join(modes)}, not data.augment="
                           f"{data_cfg.augment!r} ({recipe}); use data.backend=torch for it")
     return modes[recipe]
-
-
-def cosine_lr(step: int, total: int, lr: float, lr_min: float) -> float:
-    return lr_min + 0.5 * (lr - lr_min) * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
-
-
-def build_optimizer(params, optim_cfg) -> torch.optim.SGD:
-    return torch.optim.SGD(params, lr=optim_cfg.lr, momentum=optim_cfg.momentum,
-                           weight_decay=optim_cfg.weight_decay, nesterov=optim_cfg.nesterov, foreach=True)
-
-
-def build_model(cfg: Config, num_classes: int, in_channels: int):
-    """The supernet of ``cfg.space``. The config's ``auto`` values (``space.bn_mode``: running
-    statistics for proxyless, batch statistics otherwise; ``method.pa_granularity``, see
-    :func:`resolve_granularity`) are resolved here and written back into ``cfg``, so the saved
-    config records what ran and a resumed run compares equal."""
-    s = cfg.space
-    if s.bn_mode == "auto":
-        s.bn_mode = "running" if s.name == "proxyless" else "batch"
-    resolve_granularity(cfg)
-    resolve_reproduction(cfg)
-    if s.name == "nb201":
-        return build_supernet("nb201", C=s.C, N=s.N, num_classes=num_classes,
-                              in_channels=in_channels, bn_mode=s.bn_mode, reduction_bn=s.reduction_bn)
-    if s.name == "proxyless":
-        return build_supernet("proxyless", num_classes=num_classes, in_channels=in_channels,
-                              width_mult=s.width_mult, resolution=s.resolution or 224,
-                              bn_mode=s.bn_mode, stem_stride=s.stem_stride, candidates=s.candidates,
-                              last_channels=s.last_channels)
-    if s.name == "darts":
-        return build_supernet("darts", C=s.C, num_cells=s.num_cells, num_classes=num_classes,
-                              in_channels=in_channels, bn_mode=s.bn_mode, resolution=s.resolution or 32)
-    raise ValueError(f"unknown search space {s.name!r}")
-
-
-def resolve_granularity(cfg: Config) -> str:
-    """``method.pa_granularity`` with ``auto`` resolved (``shared`` for nb201, as the authors'
-    code; ``per_edge`` for proxyless and darts, whose layers differ) and written back into
-    ``cfg`` so the saved config records it."""
-    m = cfg.method
-    if m.pa_granularity == "auto":
-        m.pa_granularity = "shared" if cfg.space.name == "nb201" else "per_edge"
-    return m.pa_granularity
 
 
 # Config keys a resumed run may change (besides checkpoint.IGNORED_KEYS): BN synchronisation
@@ -140,9 +86,7 @@ class Trainer:
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
         self.device = self.dist.device
-        torch.manual_seed(cfg.run.seed)
-        random.seed(cfg.run.seed)
-        np.random.seed(cfg.run.seed % 2**32)
+        seed_everything(cfg.run.seed)
         d = cfg.data
         self.train_set = build_split(d, "train", augment=d.augment, subset=d.train_subset)
         self.recipe = training_recipe(d, self.train_set)
@@ -167,11 +111,8 @@ class Trainer:
         if self.dist.enabled and m.da_aggregation == "official" and m.name in ("da", "pada"):
             raise ConfigError("method.da_aggregation=official (the authors' single-process running average of "
                               "each sample's importance) cannot run under torchrun; set method.da_aggregation=mean")
-        self.path_sampler = build_path_sampler(m.name, self.model.candidate_mask(), m.pa_granularity,
-                                               m.pa_schedule, self.device, aggregation=m.pa_aggregation,
-                                               offset=m.schedule_offset)
-        self.data_sampler = build_data_sampler(m.name, len(self.train_set), m.da_schedule, self.device,
-                                               aggregation=m.da_aggregation, offset=m.schedule_offset)
+        self.path_sampler, self.data_sampler = build_samplers(cfg, self.model.candidate_mask(),
+                                                              len(self.train_set), self.device)
         n = len(self.train_set)
         self.drop_last = n >= d.batch_size   # equal batches keep batch-statistics BN comparable
         self.steps_per_epoch = n // d.batch_size if self.drop_last else 1
@@ -225,21 +166,12 @@ class Trainer:
             "path_sampler": self.path_sampler.state_dict(),
             "data_sampler": data_sampler if data_sampler is not None else self.data_sampler.state_dict(),
             "nonfinite": self.guard.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                    "python": random.getstate(), "cuda": self._cuda_rng_state()},
+            "rng": capture_rng_state(self.device if self.dist.enabled else None),
             "num_classes": self.train_set.num_classes,
             "classes": list(self.train_set.classes),
             "augment": self.recipe,
             "in_channels": self.train_set.in_channels,
         }
-
-    def _cuda_rng_state(self):
-        if not torch.cuda.is_available():
-            return None
-        if self.dist.enabled:
-            # Only this rank's GPU: get_rng_state_all() would open a context on every GPU.
-            return [torch.cuda.get_rng_state(self.device)] if self.device.type == "cuda" else None
-        return torch.cuda.get_rng_state_all()
 
     def _load_checkpoint(self) -> tuple[Path, dict]:
         """Rank 0 finds the newest usable checkpoint (walking back past corrupt or truncated files,
@@ -275,17 +207,7 @@ class Trainer:
         self.data_sampler.load_state_dict(state["data_sampler"])
         if state.get("nonfinite") is not None:
             self.guard.load_state_dict(state["nonfinite"])
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"])
-        np.random.set_state(rng["numpy"])
-        random.setstate(rng["python"])
-        cuda = rng.get("cuda")
-        if cuda is not None and torch.cuda.is_available():
-            if self.dist.enabled:
-                if self.device.type == "cuda":
-                    torch.cuda.set_rng_state(cuda[0], self.device)
-            else:
-                torch.cuda.set_rng_state_all(cuda)
+        restore_rng_state(state["rng"], self.device if self.dist.enabled else None)
         self.start_epoch = int(state["epoch"])
         self.start_step = int(state.get("step") or 0)
         self._progress = state.get("progress") if self.start_step else None

@@ -34,13 +34,14 @@ import pickle
 import re
 import shutil
 import sys
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
+
+from pada_fast.files import _fsync_dir, write_atomic
 
 # 2: adds the payload checksum and the in-epoch ``step``. Version 1 files (epoch-boundary
 # checkpoints without a checksum) are still read.
@@ -122,19 +123,6 @@ def payload_digest(state: dict) -> str:
 
 
 # -- single files ---------------------------------------------------------------------------------
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:         # e.g. platforms that cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _to_cpu(obj: Any) -> Any:
     """Device tensors copied to the host once (both the checksum and torch.save read them), so
     a checkpoint also loads on a machine without the GPU it was written on."""
@@ -164,17 +152,7 @@ def save_atomic(state: dict, path: str | Path) -> None:
     payload = {"format_version": FORMAT_VERSION,
                **{k: _to_cpu(v) for k, v in state.items() if k not in ("format_version", CHECKSUM_KEY)}}
     payload[CHECKSUM_KEY] = {"sha256": payload_digest(payload)}
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    write_atomic(path, lambda handle: torch.save(payload, handle), binary=True, durable=True)
 
 
 def load(path: str | Path, map_location="cpu", verify: bool = True) -> dict:
@@ -218,31 +196,6 @@ def load(path: str | Path, map_location="cpu", verify: bool = True) -> dict:
         raise CorruptCheckpoint(f"checkpoint {path} (format version {version}) has no checksum "
                                 "entry; the file is damaged")
     return state
-
-
-# -- random number generators ---------------------------------------------------------------------
-def capture_rng_state() -> dict:
-    """Every global generator a training step may draw from: torch (CPU and each CUDA device),
-    numpy, Python's ``random``. (The epoch's paths and stream do not use them: they come from
-    ``epoch_generator(seed, epoch)``; augmentation is seeded per stream position.) CUDA's are
-    taken only once CUDA is initialised: before that no CUDA generator has drawn, and reading
-    them would open a context on every GPU."""
-    import random
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-            "cuda": cuda}
-
-
-def restore_rng_state(rng: dict) -> None:
-    """Undo :func:`capture_rng_state`. CUDA states are restored when this machine has as many
-    devices (a checkpoint written on a GPU machine still resumes on the CPU)."""
-    import random
-    torch.set_rng_state(rng["torch"])
-    np.random.set_state(rng["numpy"])
-    random.setstate(rng["python"])
-    cuda = rng.get("cuda")
-    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
 
 
 # -- compatibility --------------------------------------------------------------------------------
