@@ -38,8 +38,18 @@ class ConfigError(ValueError):
     """A configuration value is unknown, mistyped or out of range; the message names the key."""
 
 
-def choice(default, *allowed, help: str = ""):
-    return field(default=default, metadata={"choices": allowed, "help": help})
+def choice(default, *allowed, help: str = "", registry: str | None = None):
+    """A value out of ``allowed``, or out of the names in a registry (:mod:`pada_fast.registry`:
+    ``spaces``, ``methods``), read when a value is checked so that registered components count."""
+    return field(default=default, metadata={"choices": allowed, "registry": registry, "help": help})
+
+
+def allowed_choices(f: dataclasses.Field) -> tuple:
+    """The values config field ``f`` accepts (empty: any value of its type)."""
+    if f.metadata.get("registry"):
+        from pada_fast.registry import registered
+        return registered(f.metadata["registry"])
+    return tuple(f.metadata.get("choices") or ())
 
 
 def bounded(default, low=None, high=None, help: str = ""):
@@ -75,7 +85,7 @@ class DataConfig:
 
 @dataclass
 class SpaceConfig:
-    name: str = choice("nb201", "nb201", "proxyless", "darts")
+    name: str = choice("nb201", registry="spaces")       # nb201, proxyless, darts, or a registered space
     C: int = bounded(16, 1)                 # nb201 and darts: initial channels
     N: int = bounded(5, 1)                  # nb201: cells per stage
     # auto: batch statistics for nb201/darts (the authors' supernets), running for proxyless
@@ -95,7 +105,7 @@ class SpaceConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = choice("pada", "spos", "pa", "da", "pada", "fairnas")
+    name: str = choice("pada", registry="methods")       # spos, pa, da, pada, fairnas, or a registered method
     # auto: shared for nb201 (the authors' code), per_edge (per layer) for proxyless and darts
     pa_granularity: str = choice("auto", "auto", "shared", "per_edge")
     pa_schedule: str = choice("linear_increase", "linear_increase", "linear_decrease", "constant", "off")
@@ -222,7 +232,7 @@ def _set_field(section_obj, section: str, key: str, value: Any) -> None:
     if not ok:
         raise ConfigError(f"config key '{section}.{key}' must be {_type_name(hints[key])}, got {value!r} "
                           f"({type(value).__name__})")
-    allowed = f.metadata.get("choices")
+    allowed = allowed_choices(f)
     if allowed and converted not in allowed:
         raise ConfigError(f"config key '{section}.{key}' must be one of {', '.join(allowed)}; got {converted!r}")
     if isinstance(converted, float) and not math.isfinite(converted):

@@ -17,6 +17,7 @@ from pada_fast import checkpoint
 from pada_fast.config import Config, config_from_dict
 from pada_fast.reproduce import resolve_reproduction
 from pada_fast.sampling import build_data_sampler, build_path_sampler
+from pada_fast.registry import SPACES
 from pada_fast.spaces import build_supernet
 
 
@@ -36,36 +37,25 @@ def build_optimizer(params, optim_cfg) -> torch.optim.SGD:
 
 
 def build_model(cfg: Config, num_classes: int, in_channels: int):
-    """The supernet of ``cfg.space``. The config's ``auto`` values (``space.bn_mode``: running
-    statistics for proxyless, batch statistics otherwise; ``method.pa_granularity``, see
-    :func:`resolve_granularity`) are resolved here and written back into ``cfg``, so the saved
-    config records what ran and a resumed run compares equal."""
-    s = cfg.space
-    if s.bn_mode == "auto":
-        s.bn_mode = "running" if s.name == "proxyless" else "batch"
+    """The supernet of ``cfg.space`` (a registered space, :data:`~pada_fast.registry.SPACES`).
+    The config's ``auto`` values (``space.bn_mode`` and ``method.pa_granularity``: the space's
+    defaults; the reproduction keys, see :mod:`pada_fast.reproduce`) are resolved here and written
+    back into ``cfg``, so the saved config records what ran and a resumed run compares equal."""
+    entry = SPACES.get(cfg.space.name)
+    if cfg.space.bn_mode == "auto":
+        cfg.space.bn_mode = entry.default_bn_mode
     resolve_granularity(cfg)
     resolve_reproduction(cfg)
-    if s.name == "nb201":
-        return build_supernet("nb201", C=s.C, N=s.N, num_classes=num_classes,
-                              in_channels=in_channels, bn_mode=s.bn_mode, reduction_bn=s.reduction_bn)
-    if s.name == "proxyless":
-        return build_supernet("proxyless", num_classes=num_classes, in_channels=in_channels,
-                              width_mult=s.width_mult, resolution=s.resolution or 224,
-                              bn_mode=s.bn_mode, stem_stride=s.stem_stride, candidates=s.candidates,
-                              last_channels=s.last_channels)
-    if s.name == "darts":
-        return build_supernet("darts", C=s.C, num_cells=s.num_cells, num_classes=num_classes,
-                              in_channels=in_channels, bn_mode=s.bn_mode, resolution=s.resolution or 32)
-    raise ValueError(f"unknown search space {s.name!r}")
+    return build_supernet(cfg.space.name, **entry.from_config(cfg.space, num_classes, in_channels))
 
 
 def resolve_granularity(cfg: Config) -> str:
-    """``method.pa_granularity`` with ``auto`` resolved (``shared`` for nb201, as the authors'
-    code; ``per_edge`` for proxyless and darts, whose layers differ) and written back into
-    ``cfg`` so the saved config records it."""
+    """``method.pa_granularity`` with ``auto`` resolved to the space's default (``shared`` for
+    nb201, as the authors' code; ``per_edge`` for proxyless and darts, whose layers differ) and
+    written back into ``cfg`` so the saved config records it."""
     m = cfg.method
     if m.pa_granularity == "auto":
-        m.pa_granularity = "shared" if cfg.space.name == "nb201" else "per_edge"
+        m.pa_granularity = SPACES.get(cfg.space.name).default_granularity
     return m.pa_granularity
 
 

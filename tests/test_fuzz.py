@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pada_fast import ops
-from pada_fast.config import Config, ConfigError, apply_dict, load_config
+from pada_fast.config import Config, ConfigError, allowed_choices, apply_dict, load_config
 from pada_fast.evaluate.ground_truth import load_ground_truth, read_nats_csv, read_table
 from pada_fast.ops import reference
 
@@ -57,7 +57,7 @@ def assert_config_sane(cfg: Config) -> None:
         hints = typing.get_type_hints(type(obj))
         for f in dataclasses.fields(obj):
             value = getattr(obj, f.name)
-            allowed = f.metadata.get("choices")
+            allowed = allowed_choices(f)
             if allowed:
                 assert value in allowed, (section, f.name, value)
             low, high = f.metadata.get("low"), f.metadata.get("high")

@@ -66,7 +66,7 @@ def test_arch_accepts_tensor_rows_and_rejects_bad_archs():
 
 def test_build_supernet_registry():
     assert isinstance(build_supernet("nb201", C=4, N=1), NB201SuperNet)
-    with pytest.raises(ValueError, match="available"):
+    with pytest.raises(ValueError, match="registered: nb201, proxyless, darts"):
         build_supernet("nb101")
     with pytest.raises(TypeError, match="nb201"):
         build_supernet("nb201", channels=4)

@@ -14,49 +14,37 @@ from __future__ import annotations
 
 import torch
 
+from pada_fast.registry import DATA_SAMPLERS, METHODS, PATH_SAMPLERS, MethodEntry
+
+from .base import DataSampler, PathSampler
 from .data import ImportanceDataSampler, UniformDataSampler
 from .path import GRANULARITIES, FairPathSampler, ImportancePathSampler, UniformPathSampler
 from .schedule import SCHEDULES, mix_weight
 
-# method -> (importance paths, importance data)
-METHODS: dict[str, tuple[bool, bool]] = {
-    "spos": (False, False),
-    "pa": (True, False),
-    "da": (False, True),
-    "pada": (True, True),
-    "fairnas": (False, False),
-}
-
-
-def _check_method(method: str) -> tuple[bool, bool]:
-    try:
-        return METHODS[method]
-    except KeyError:
-        raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}") from None
+for _name, _path, _data in (("spos", "uniform", "uniform"), ("pa", "importance", "uniform"),
+                            ("da", "uniform", "importance"), ("pada", "importance", "importance"),
+                            ("fairnas", "fair", "uniform")):
+    METHODS.register(_name, MethodEntry(_path, _data))
 
 
 def build_path_sampler(method: str, candidate_mask, granularity: str = "shared",
                        schedule: str = "linear_increase", device: torch.device | str = "cpu",
-                       aggregation: str = "mean", offset: str = "current"):
-    """The path sampler of ``method``; the other arguments only matter for pa/pada."""
-    if method == "fairnas":
-        return FairPathSampler(candidate_mask, device=device)
-    if _check_method(method)[0]:
-        return ImportancePathSampler(candidate_mask, granularity=granularity, schedule=schedule,
-                                     device=device, aggregation=aggregation, offset=offset)
-    return UniformPathSampler(candidate_mask, device=device)
+                       aggregation: str = "mean", offset: str = "current") -> PathSampler:
+    """The path sampler of ``method`` (:data:`~pada_fast.registry.METHODS`); the other arguments
+    only matter for samplers that use them (PA's)."""
+    cls = PATH_SAMPLERS.get(METHODS.get(method).path_sampler)
+    return cls.from_options(candidate_mask, device, granularity=granularity, schedule=schedule,
+                            aggregation=aggregation, offset=offset)
 
 
 def build_data_sampler(method: str, num_samples: int, schedule: str = "linear_increase",
                        device: torch.device | str = "cpu", aggregation: str = "mean",
-                       offset: str = "current"):
-    """The data sampler of ``method``; the other arguments only matter for da/pada."""
-    if _check_method(method)[1]:
-        return ImportanceDataSampler(num_samples, schedule=schedule, device=device,
-                                     aggregation=aggregation, offset=offset)
-    return UniformDataSampler(num_samples)
+                       offset: str = "current") -> DataSampler:
+    """The data sampler of ``method``; the other arguments only matter for DA's."""
+    cls = DATA_SAMPLERS.get(METHODS.get(method).data_sampler)
+    return cls.from_options(num_samples, device, schedule=schedule, aggregation=aggregation, offset=offset)
 
 
-__all__ = ["GRANULARITIES", "METHODS", "SCHEDULES", "FairPathSampler", "ImportanceDataSampler", "ImportancePathSampler",
-           "UniformDataSampler", "UniformPathSampler", "build_data_sampler", "build_path_sampler",
-           "mix_weight"]
+__all__ = ["DataSampler", "GRANULARITIES", "FairPathSampler", "ImportanceDataSampler", "ImportancePathSampler",
+           "PathSampler", "SCHEDULES", "UniformDataSampler", "UniformPathSampler", "build_data_sampler",
+           "build_path_sampler", "mix_weight"]

@@ -17,6 +17,9 @@ from typing import Callable
 
 import torch
 
+from pada_fast.registry import DATA_SAMPLERS
+
+from .base import DataSampler
 from .schedule import check_offset, check_schedule, mix_weight
 
 
@@ -41,11 +44,16 @@ def _distribution_summary(q: torch.Tensor) -> dict:
             "max_entropy": math.log(n), "effective_sample_size": ess, "ess_fraction": ess / n}
 
 
-class UniformDataSampler:
+@DATA_SAMPLERS.register("uniform")
+class UniformDataSampler(DataSampler):
     """SPOS: each epoch is a fresh permutation of the dataset. ``record``/``end_epoch`` are no-ops
     so the trainer can treat both samplers alike."""
 
     kind = "uniform"
+
+    @classmethod
+    def from_options(cls, num_samples: int, device, **options):
+        return cls(num_samples)
 
     def __init__(self, num_samples: int):
         self.num_samples = _check_num_samples(num_samples)
@@ -58,9 +66,6 @@ class UniformDataSampler:
 
     def record(self, indices: torch.Tensor, importance: torch.Tensor) -> None:
         pass
-
-    def reduce_(self, all_reduce_sum: Callable[[torch.Tensor], object]) -> None:
-        """Nothing to combine across processes (see ``ImportanceDataSampler.reduce_``)."""
 
     def end_epoch(self, next_epoch: int, epochs: int) -> None:
         mix_weight("off", next_epoch, epochs)   # same argument checks as the importance sampler
@@ -87,7 +92,8 @@ class UniformDataSampler:
 AGGREGATIONS = ("mean", "official")
 
 
-class ImportanceDataSampler:
+@DATA_SAMPLERS.register("importance")
+class ImportanceDataSampler(DataSampler):
     """DA: indices drawn with replacement from ``q``, which follows each sample's importance.
 
     ``aggregation="mean"`` (DESIGN §1): a sample's score is its mean importance over the epoch's
@@ -115,6 +121,17 @@ class ImportanceDataSampler:
         self.seen_fraction: float | None = None
         self.fallback_message: str | None = None
         self.epochs_finished = 0
+
+    @classmethod
+    def from_options(cls, num_samples: int, device, schedule: str = "linear_increase",
+                     aggregation: str = "mean", offset: str = "current", **options):
+        return cls(num_samples, schedule=schedule, device=device, aggregation=aggregation, offset=offset)
+
+    def statistics(self) -> list[torch.Tensor]:
+        return [self.score_sum, self.count]
+
+    def statistic_names(self) -> tuple[str, ...]:
+        return ("score_sum", "count")
 
     # -- hot path --------------------------------------------------------------------------------
     def record(self, indices: torch.Tensor, importance: torch.Tensor) -> None:
@@ -192,10 +209,7 @@ class ImportanceDataSampler:
         if self.aggregation == "official":
             raise ValueError("data aggregation 'official' (the authors' single-process running average) "
                              "cannot be combined across processes; use method.da_aggregation=mean under torchrun")
-        buffer = torch.stack([self.score_sum, self.count])
-        all_reduce_sum(buffer)
-        self.score_sum.copy_(buffer[0])
-        self.count.copy_(buffer[1])
+        super().reduce_(all_reduce_sum)
 
     def end_epoch(self, next_epoch: int, epochs: int) -> None:
         """Set ``q`` for epoch ``next_epoch`` (0-based) of ``epochs`` and reset the scores."""

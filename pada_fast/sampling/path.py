@@ -23,7 +23,9 @@ from typing import Sequence
 import torch
 
 from pada_fast import ops
+from pada_fast.registry import PATH_SAMPLERS
 
+from .base import PathSampler
 from .schedule import check_offset, check_schedule, mix_weight
 
 GRANULARITIES = ("shared", "per_edge")
@@ -47,11 +49,16 @@ def uniform_probabilities(mask: torch.Tensor) -> torch.Tensor:
     return m / m.sum(dim=1, keepdim=True)
 
 
-class UniformPathSampler:
+@PATH_SAMPLERS.register("uniform")
+class UniformPathSampler(PathSampler):
     """SPOS: every valid candidate of every layer equally likely. Still records gradient norms
     (``last_mean_norms`` after ``end_epoch``) so SPOS and PA runs log the same statistics."""
 
     kind = "uniform"
+
+    @classmethod
+    def from_options(cls, candidate_mask, device, **options):
+        return cls(candidate_mask, device=device)
 
     def __init__(self, candidate_mask, device: torch.device | str = "cpu"):
         self.candidate_mask = _check_mask(candidate_mask)
@@ -69,6 +76,9 @@ class UniformPathSampler:
     @property
     def num_layers(self) -> int:
         return self.candidate_mask.shape[0]
+
+    def statistics(self) -> list[torch.Tensor]:
+        return [self.norm_sum, self.step_count]
 
     # -- hot path --------------------------------------------------------------------------------
     def sample_epoch(self, num_steps: int, generator: torch.Generator) -> torch.Tensor:
@@ -181,6 +191,7 @@ class UniformPathSampler:
         self.epochs_finished = int(state["epochs_finished"])
 
 
+@PATH_SAMPLERS.register("fair")
 class FairPathSampler(UniformPathSampler):
     """FairNAS's strict fairness: each step trains ``paths_per_step`` = K paths (K: the most
     candidates of any layer) on the same batch, their gradients accumulated into one update; in
@@ -212,6 +223,7 @@ class FairPathSampler(UniformPathSampler):
         return paths.permute(0, 2, 1).reshape(num_steps * K, L).contiguous()
 
 
+@PATH_SAMPLERS.register("importance")
 class ImportancePathSampler(UniformPathSampler):
     """PA: ``p`` follows each operation's gradient norm, mixed with uniform by ``δ``.
 
@@ -242,6 +254,13 @@ class ImportancePathSampler(UniformPathSampler):
         self.offset = check_offset(offset)
         self._official_cache: dict = {}     # path -> its index tensors (official record)
         super().__init__(candidate_mask, device)
+
+    @classmethod
+    def from_options(cls, candidate_mask, device, granularity: str = "shared",
+                     schedule: str = "linear_increase", aggregation: str = "mean", offset: str = "current",
+                     **options):
+        return cls(candidate_mask, granularity=granularity, schedule=schedule, device=device,
+                   aggregation=aggregation, offset=offset)
 
     def _config(self) -> dict:
         return {"kind": self.kind, "granularity": self.granularity, "schedule": self.schedule,

@@ -33,25 +33,7 @@ FORMAT = "pada_fast.arch/1"
 
 def space_kwargs(net) -> dict:
     """Constructor arguments that rebuild supernet ``net``."""
-    kwargs = net.space_kwargs() if hasattr(net, "space_kwargs") else {}
-    if not kwargs and getattr(net, "space_name", "") == "nb201":
-        kwargs = {"C": net.C, "N": net.N, "num_classes": net.num_classes,
-                  "in_channels": net.in_channels, "bn_mode": net.bn_mode}
-    return kwargs
-
-
-def _network_kwargs(space: str, arch_str: str, kwargs: dict, genotype: str | None) -> dict:
-    if space == "proxyless":
-        keep = ("num_classes", "in_channels", "width_mult", "stem_stride", "last_channels",
-                "resolution")
-        return {"ops": arch_str.split("|"), **{k: kwargs[k] for k in keep if k in kwargs}}
-    if space == "nb201":
-        return {"arch_str": arch_str, **{k: kwargs[k] for k in ("C", "N", "num_classes", "in_channels")
-                                         if k in kwargs}}
-    if space == "darts":
-        return {"genotype": genotype, **{k: kwargs[k] for k in ("C", "num_cells", "num_classes",
-                                                                "in_channels") if k in kwargs}}
-    raise ValueError(f"no stand-alone network builder for space {space!r}")
+    return net.space_kwargs()
 
 
 def network_from_spec(spec: dict, **overrides) -> nn.Module:
@@ -60,19 +42,8 @@ def network_from_spec(spec: dict, **overrides) -> nn.Module:
     ``dropout=0.1`` for ProxylessNAS, ``C=36, num_cells=20, drop_path_prob=0.2`` for DARTS)."""
     if not isinstance(spec, dict):
         spec = load_arch(spec)
-    space = spec["space"]
-    kwargs = {**spec["network"]["kwargs"], **overrides}
-    if space == "proxyless":
-        from pada_fast.spaces.proxyless import ProxylessNetwork
-        return ProxylessNetwork(**kwargs)
-    if space == "nb201":
-        from pada_fast.spaces.nb201 import NB201Network
-        from pada_fast.spaces.nb201_arch import str_to_arch
-        return NB201Network(str_to_arch(kwargs.pop("arch_str")), **kwargs)
-    if space == "darts":
-        from pada_fast.spaces.darts import DartsNetwork
-        return DartsNetwork(**kwargs)
-    raise ValueError(f"unknown space {space!r} in architecture file")
+    from pada_fast.spaces import build_network
+    return build_network(spec["space"], **{**spec["network"]["kwargs"], **overrides})
 
 
 def arch_spec(net, arch: Sequence[int], table: CostTable | None = None, weights=None,
@@ -85,16 +56,14 @@ def arch_spec(net, arch: Sequence[int], table: CostTable | None = None, weights=
     table = table or build_cost_table(net)
     arch_str = net.arch_to_str(arch)
     kwargs = space_kwargs(net)
-    genotype = None
-    if net.space_name == "darts":
-        from pada_fast.spaces.darts_arch import genotype_from_arch, genotype_to_str
-        genotype = genotype_to_str(genotype_from_arch(arch, weights))
+    network = net.network_kwargs(arch, weights)
+    genotype = network.get("genotype")
     spec = {"format": FORMAT, "space": net.space_name, "arch": arch_str, "genes": list(arch),
             "space_kwargs": kwargs, "resolution": table.resolution,
             "macs": table.macs(arch), "params": table.params(arch)}
     if genotype is not None:
         spec["genotype"] = genotype
-    spec["network"] = {"kwargs": _network_kwargs(net.space_name, arch_str, kwargs, genotype)}
+    spec["network"] = {"kwargs": network}
     spec["network_macs"], spec["network_params"] = network_cost(
         network_from_spec(spec), (table.in_channels, table.resolution, table.resolution))
     spec.update(extra)

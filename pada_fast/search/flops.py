@@ -125,27 +125,9 @@ class CostTable:
                    fixed_macs=int(data["fixed_macs"]), fixed_params=int(data["fixed_params"]),
                    resolution=int(data["resolution"]), in_channels=int(data["in_channels"]),
                    space=data.get("space", ""), active_layers=active_layers)
-        raise
 
 
-# -- space adapters ----------------------------------------------------------------------------------
-def candidate_modules(net) -> list[list[list[nn.Module]]]:
-    """``net.candidate_modules()``; NAS-Bench-201's supernet predates the hook, so it is listed
-    here (edge ``e``, op ``k`` -> that op in every cell)."""
-    if getattr(net, "space_name", "") == "nb201":
-        cells = net._search_cells()
-        return [[[cell.edges[e][k] for cell in cells] for k in range(len(cands))]
-                for e, cands in enumerate(net.layer_candidates())]
-    return net.candidate_modules()
-
-
-def active_layers_fn(net) -> Callable[[Sequence[int]], Sequence[int]]:
-    if getattr(net, "space_name", "") == "nb201":
-        from pada_fast.spaces.nb201_arch import live_edges
-        return live_edges
-    return net.active_layers
-
-
+# -- cache keys ----------------------------------------------------------------------------------------
 def default_resolution(net) -> int:
     return int(getattr(net, "resolution", 32))
 
@@ -171,8 +153,8 @@ def build_cost_table(net, resolution: int | None = None, in_channels: int | None
     key = f"{space_key(net)}|{resolution}|{in_channels}"
     if use_cache and key in _TABLE_CACHE:
         cached = _TABLE_CACHE[key]
-        return CostTable.from_dict(cached.to_dict(), active_layers=active_layers_fn(net))
-    modules = candidate_modules(net)
+        return CostTable.from_dict(cached.to_dict(), active_layers=net.active_layers)
+    modules = net.candidate_modules()
     candidates = net.layer_candidates()
     param = next(net.parameters())
     device, dtype = param.device, param.dtype
@@ -212,7 +194,7 @@ def build_cost_table(net, resolution: int | None = None, in_channels: int | None
             params_row.append(sum(count_params(m) for m in per_inst))
         layer_macs.append(macs_row)
         layer_params.append(params_row)
-    active = active_layers_fn(net)
+    active = net.active_layers
     # Reference architecture: the costliest candidate everywhere (never "none", so every layer runs).
     ref = tuple(int(np.argmax(row)) for row in layer_macs)
     total_macs = count_macs(net, x, ref) // COUNT_BATCH

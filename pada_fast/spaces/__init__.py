@@ -1,33 +1,34 @@
 """Search spaces behind the small :class:`~pada_fast.spaces.base.SuperNet` interface, by name."""
 from __future__ import annotations
 
-from typing import Callable
+from torch import nn
+
+from pada_fast.registry import SPACES
 
 from .base import Arch, SuperNet
 from .batchnorm import recalibrate_bn
-from .darts import DartsNetwork, DartsPathNetwork, DartsSuperNet, Genotype
+# importing a space registers it; this order is the order of the config's choices
 from .nb201 import NB201Network, NB201SuperNet
 from .proxyless import ProxylessNetwork, ProxylessSuperNet
-
-SUPERNETS: dict[str, Callable[..., SuperNet]] = {
-    "nb201": NB201SuperNet,
-    "proxyless": ProxylessSuperNet,
-    "darts": DartsSuperNet,
-}
+from .darts import DartsNetwork, DartsPathNetwork, DartsSuperNet, Genotype  # noqa: E402
 
 
 def build_supernet(name: str, **kwargs) -> SuperNet:
-    """The supernet of search space ``name`` (see ``SUPERNETS``), built with ``kwargs``."""
-    try:
-        factory = SUPERNETS[name]
-    except KeyError:
-        raise ValueError(f"unknown search space {name!r}; available: {sorted(SUPERNETS)}") from None
+    """The supernet of registered search space ``name`` (:data:`~pada_fast.registry.SPACES`),
+    built with ``kwargs``."""
+    factory = SPACES.get(name).supernet
     try:
         return factory(**kwargs)
     except TypeError as exc:
         raise TypeError(f"bad arguments for search space {name!r}: {exc}") from exc
 
 
+def build_network(name: str, **kwargs) -> nn.Module:
+    """The stand-alone network of one architecture of space ``name``, from the arguments its
+    supernet's ``network_kwargs(arch)`` gave."""
+    return SPACES.get(name).network(**kwargs)
+
+
 __all__ = ["Arch", "DartsNetwork", "DartsPathNetwork", "DartsSuperNet", "Genotype", "NB201Network",
-           "NB201SuperNet", "ProxylessNetwork", "ProxylessSuperNet", "SUPERNETS", "SuperNet",
-           "build_supernet", "recalibrate_bn"]
+           "NB201SuperNet", "ProxylessNetwork", "ProxylessSuperNet", "SuperNet",
+           "build_network", "build_supernet", "recalibrate_bn"]

@@ -8,7 +8,7 @@ An architecture is a tuple of ints, one candidate index per searchable layer (fo
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -40,11 +40,41 @@ class SuperNet(nn.Module):
     def forward(self, x: torch.Tensor, arch: Sequence[int]) -> torch.Tensor:
         raise NotImplementedError
 
-    def path_parameters(self, arch: Sequence[int]) -> tuple[list[nn.Parameter], list[int]]:
-        """Parameters of the candidate operations that ``arch`` selects, and the flat (layer,
-        candidate) slot of each. Parameters outside the searchable operations (stem, reduction
-        blocks, classifier) are not included. Cached per arch: called every step."""
+    def path_modules(self, arch: tuple[int, ...]) -> Iterable[tuple[int, nn.Module]]:
+        """``(slot, module)`` for every searchable operation the path ``arch`` runs (each cell's
+        instance), slot = ``layer * max_candidates + candidate``; what a space supplies for
+        :meth:`path_parameters`."""
         raise NotImplementedError
+
+    def path_parameters(self, arch: Sequence[int]) -> tuple[list[nn.Parameter], list[int]]:
+        """Parameters of the candidate operations that ``arch`` selects (from
+        :meth:`path_modules`), and the flat (layer, candidate) slot of each. Parameters outside
+        the searchable operations (stem, reduction blocks, classifier) are not included. Cached
+        per arch (called every step): the returned lists are shared, do not modify them."""
+        key = self._key(arch)
+        cache = self.__dict__.setdefault("_path_parameter_cache", {})
+        cached = cache.get(key)
+        if cached is None:
+            params: list[nn.Parameter] = []
+            slots: list[int] = []
+            for slot, module in self.path_modules(key):
+                for p in module.parameters():
+                    params.append(p)
+                    slots.append(slot)
+            cached = cache[key] = (params, slots)
+        return cached
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to()/.cuda() may swap Parameter objects (torch.__future__ swap mode): drop the cache.
+        self.__dict__.get("_path_parameter_cache", {}).clear()
+        return super()._apply(fn, *args, **kwargs)
+
+    @staticmethod
+    def _key(arch: Sequence[int]) -> Arch:
+        """``arch`` (any int sequence or a CPU tensor row) as a tuple of ints."""
+        if isinstance(arch, torch.Tensor):
+            arch = arch.tolist()
+        return tuple(int(g) for g in arch)
 
     def arch_to_str(self, arch: Sequence[int]) -> str:
         raise NotImplementedError
@@ -78,3 +108,9 @@ class SuperNet(nn.Module):
     def space_kwargs(self) -> dict:
         """Constructor arguments that rebuild this supernet (``build_supernet(name, **kwargs)``)."""
         return dict(getattr(self, "_space_kwargs", {}))
+
+    def network_kwargs(self, arch: Sequence[int], weights=None) -> dict:
+        """Arguments of the registered stand-alone network builder
+        (:class:`~pada_fast.registry.SpaceEntry` ``network``) for ``arch``; ``weights``: optional
+        per-(layer, candidate) scores a space may use to make ``arch`` valid (DARTS)."""
+        raise NotImplementedError(f"{type(self).__name__} has no stand-alone network")

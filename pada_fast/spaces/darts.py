@@ -28,6 +28,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from pada_fast.registry import SPACES, SpaceEntry
+
 from .base import Arch, SuperNet
 from .darts_arch import (CELL_TYPES, EDGES, NUM_EDGES, OPS, STEPS, Genotype, arch_to_str,
                          check_arch, crossover_genotype_arch, derive_genotype, genotype_from_arch,
@@ -274,7 +276,6 @@ class DartsSuperNet(_Skeleton, SuperNet):
                               "in_channels": in_channels, "bn_mode": bn_mode,
                               "resolution": resolution}
         self._plans: dict[Arch, tuple[CellPlan, CellPlan]] = {}
-        self._path_params: dict[Arch, tuple[list[nn.Parameter], list[int]]] = {}
 
     # -- SuperNet interface ----------------------------------------------------------------------
     def layer_candidates(self) -> list[list[str]]:
@@ -287,23 +288,20 @@ class DartsSuperNet(_Skeleton, SuperNet):
             s0, s1 = s1, cell(s0, s1, reduce if cell.reduction else normal)
         return self.classifier(self.pool(s1))
 
-    def path_parameters(self, arch: Sequence[int]) -> tuple[list[nn.Parameter], list[int]]:
-        """Parameters of the chosen operation of every live edge in every cell of its type, slot
-        ``gene * 8 + op``. Cached; do not modify the returned lists."""
-        key = self._key(arch)
-        cached = self._path_params.get(key)
-        if cached is None:
-            params: list[nn.Parameter] = []
-            slots: list[int] = []
-            for gene in live_genes(key):
-                reduction, e = gene >= NUM_EDGES, gene % NUM_EDGES
-                for cell in self.cells:
-                    if cell.reduction == reduction:
-                        for p in cell.edges[e][key[gene]].parameters():
-                            params.append(p)
-                            slots.append(gene * len(OPS) + key[gene])
-            cached = self._path_params[key] = (params, slots)
-        return cached
+    def path_modules(self, arch: Arch):
+        """The chosen operation of every live edge in every cell of its type, slot ``gene * 8 + op``."""
+        for gene in live_genes(arch):
+            reduction, e = gene >= NUM_EDGES, gene % NUM_EDGES
+            for cell in self.cells:
+                if cell.reduction == reduction:
+                    yield gene * len(OPS) + arch[gene], cell.edges[e][arch[gene]]
+
+    def network_kwargs(self, arch: Sequence[int], weights=None) -> dict:
+        """DARTS' evaluation network of the genotype of ``arch`` (``weights`` ranks the edges when
+        ``arch`` is not genotype-valid, see :func:`genotype_from_arch`)."""
+        return {"genotype": genotype_to_str(genotype_from_arch(self._key(arch), weights)),
+                "C": self.C, "num_cells": self.num_cells, "num_classes": self.num_classes,
+                "in_channels": self.in_channels}
 
     def arch_to_str(self, arch: Sequence[int]) -> str:
         return arch_to_str(arch)
@@ -374,12 +372,6 @@ class DartsSuperNet(_Skeleton, SuperNet):
                             bn_mode=bn_mode)
 
     # -- internals -----------------------------------------------------------------------------------
-    @staticmethod
-    def _key(arch: Sequence[int]) -> Arch:
-        if isinstance(arch, torch.Tensor):
-            arch = arch.tolist()
-        return tuple(int(g) for g in arch)
-
     def _plan(self, arch: Sequence[int]) -> tuple[CellPlan, CellPlan]:
         key = self._key(arch)
         plan = self._plans.get(key)
@@ -387,10 +379,6 @@ class DartsSuperNet(_Skeleton, SuperNet):
             key = check_arch(key)
             plan = self._plans[key] = (cell_plan(key[:NUM_EDGES]), cell_plan(key[NUM_EDGES:]))
         return plan
-
-    def _apply(self, fn, *args, **kwargs):
-        self._path_params.clear()
-        return super()._apply(fn, *args, **kwargs)
 
 
 class DartsPathNetwork(_Skeleton):
@@ -439,6 +427,15 @@ class DartsNetwork(_Skeleton):
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
         return self.classifier(self.pool(s1))
+
+
+def _from_config(s, num_classes: int, in_channels: int) -> dict:
+    return {"C": s.C, "num_cells": s.num_cells, "num_classes": num_classes, "in_channels": in_channels,
+            "bn_mode": s.bn_mode, "resolution": s.resolution or 32}
+
+
+SPACES.register("darts", SpaceEntry(DartsSuperNet, _from_config, DartsNetwork,
+                                    default_bn_mode="batch", default_granularity="per_edge"))
 
 
 __all__ = ["CELL_TYPES", "DartsNetwork", "DartsPathNetwork", "DartsSuperNet", "Genotype", "OPS",

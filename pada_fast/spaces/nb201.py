@@ -17,6 +17,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from pada_fast.registry import SPACES, SpaceEntry
+
 from .base import Arch, SuperNet
 from .batchnorm import recalibrate_bn
 from .nb201_arch import (EDGE_NAMES, EDGES, NUM_EDGES, NUM_NODES, OPS, all_archs, arch_to_str,
@@ -195,7 +197,8 @@ class NB201SuperNet(_Skeleton, SuperNet):
         super().__init__(C, N, num_classes, in_channels, bn_mode,
                          lambda width: SearchCell(width, bn_mode), reduction_mode)
         self._plans: dict[Arch, CellPlan] = {}
-        self._path_params: dict[Arch, tuple[list[nn.Parameter], list[int]]] = {}
+        self._space_kwargs = {"C": C, "N": N, "num_classes": num_classes, "in_channels": in_channels,
+                              "bn_mode": bn_mode, "reduction_bn": reduction_bn}
 
     # -- SuperNet interface --------------------------------------------------------------------
     def layer_candidates(self) -> list[list[str]]:
@@ -247,22 +250,24 @@ class NB201SuperNet(_Skeleton, SuperNet):
         """``forward(x, arch)`` from ``shared_prefix(x)``: the same values, less work."""
         return self._forward_body(prefix["stem"], self._plan(arch), prefix["first_cell_inputs"])
 
-    def path_parameters(self, arch: Sequence[int]) -> tuple[list[nn.Parameter], list[int]]:
-        """Parameters of the operations ``arch`` runs on live edges, across all cells, with slot
-        ``edge * 5 + op``; parameter-free operations contribute nothing. Cached: the returned
-        lists are shared, do not modify them."""
-        key = self._key(arch)
-        cached = self._path_params.get(key)
-        if cached is None:
-            params: list[nn.Parameter] = []
-            slots: list[int] = []
-            for e in live_edges(key):
-                for cell in self._search_cells():
-                    for p in cell.edges[e][key[e]].parameters():
-                        params.append(p)
-                        slots.append(e * len(OPS) + key[e])
-            cached = self._path_params[key] = (params, slots)
-        return cached
+    def path_modules(self, arch: Arch):
+        """The operation ``arch`` runs on each live edge, in every cell, slot ``edge * 5 + op``."""
+        cells = self._search_cells()
+        for e in live_edges(arch):
+            for cell in cells:
+                yield e * len(OPS) + arch[e], cell.edges[e][arch[e]]
+
+    def active_layers(self, arch: Sequence[int]) -> tuple[int, ...]:
+        """The live edges: a dead edge's operation never runs."""
+        return tuple(live_edges(self._key(arch)))
+
+    def candidate_modules(self) -> list[list[list[nn.Module]]]:
+        cells = self._search_cells()
+        return [[[cell.edges[e][k] for cell in cells] for k in range(len(OPS))] for e in range(NUM_EDGES)]
+
+    def network_kwargs(self, arch: Sequence[int], weights=None) -> dict:
+        return {"arch_str": arch_to_str(self._key(arch)), "C": self.C, "N": self.N,
+                "num_classes": self.num_classes, "in_channels": self.in_channels}
 
     def arch_to_str(self, arch: Sequence[int]) -> str:
         return arch_to_str(arch)
@@ -293,12 +298,6 @@ class NB201SuperNet(_Skeleton, SuperNet):
     def _search_cells(self) -> list[SearchCell]:
         return [m for m in self.body if isinstance(m, SearchCell)]
 
-    @staticmethod
-    def _key(arch: Sequence[int]) -> Arch:
-        if isinstance(arch, torch.Tensor):
-            arch = arch.tolist()
-        return tuple(int(g) for g in arch)
-
     def _plan(self, arch: Sequence[int]) -> CellPlan:
         key = self._key(arch)
         plan = self._plans.get(key)
@@ -306,11 +305,6 @@ class NB201SuperNet(_Skeleton, SuperNet):
             key = check_arch(key)
             plan = self._plans[key] = cell_plan(key)
         return plan
-
-    def _apply(self, fn, *args, **kwargs):
-        # .to()/.cuda() may swap Parameter objects (torch.__future__ swap mode): drop the cache.
-        self._path_params.clear()
-        return super()._apply(fn, *args, **kwargs)
 
 
 class NB201Network(_Skeleton):
@@ -333,6 +327,16 @@ class NB201Network(_Skeleton):
         for layer in self.body:
             x = layer(x)
         return self.head(x)
+
+
+def _from_config(s, num_classes: int, in_channels: int) -> dict:
+    return {"C": s.C, "N": s.N, "num_classes": num_classes, "in_channels": in_channels,
+            "bn_mode": s.bn_mode, "reduction_bn": s.reduction_bn}
+
+
+SPACES.register("nb201", SpaceEntry(
+    NB201SuperNet, _from_config, lambda arch_str, **kw: NB201Network(str_to_arch(arch_str), **kw),
+    default_bn_mode="batch", default_granularity="shared"))
 
 
 __all__ = ["BN_MODES", "NB201Network", "NB201SuperNet", "OPS", "EDGES", "all_archs", "arch_to_str",

@@ -21,6 +21,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from pada_fast.registry import SPACES, SpaceEntry
+
 from .base import Arch, SuperNet
 from .nb201 import BN_MODES, make_batchnorm
 
@@ -237,7 +239,6 @@ class ProxylessSuperNet(_Chain, SuperNet):
                               "bn_mode": bn_mode, "stem_stride": stem_stride,
                               "candidates": [list(n) for n in names],
                               "last_channels": last_channels}
-        self._path_params: dict[Arch, tuple[list[nn.Parameter], list[int]]] = {}
 
     # -- SuperNet interface ----------------------------------------------------------------------
     def layer_candidates(self) -> list[list[str]]:
@@ -250,21 +251,16 @@ class ProxylessSuperNet(_Chain, SuperNet):
             x = layer(x, choice)
         return self._finish(x)
 
-    def path_parameters(self, arch: Sequence[int]) -> tuple[list[nn.Parameter], list[int]]:
-        """Parameters of each layer's chosen MBConv, slot ``layer * max_candidates + choice``
-        (``skip`` has none). Cached; do not modify the returned lists."""
-        key = self._key(arch)
-        cached = self._path_params.get(key)
-        if cached is None:
-            params: list[nn.Parameter] = []
-            slots: list[int] = []
-            width = self.max_candidates
-            for layer, choice in enumerate(key):
-                for p in self.blocks[layer].candidates[choice].parameters():
-                    params.append(p)
-                    slots.append(layer * width + choice)
-            cached = self._path_params[key] = (params, slots)
-        return cached
+    def path_modules(self, arch: Arch):
+        """Each layer's chosen MBConv, slot ``layer * max_candidates + choice`` (``skip`` has no
+        parameters)."""
+        width = self.max_candidates
+        for layer, choice in enumerate(self._key(arch)):
+            yield layer * width + choice, self.blocks[layer].candidates[choice]
+
+    def network_kwargs(self, arch: Sequence[int], weights=None) -> dict:
+        keep = ("num_classes", "in_channels", "width_mult", "stem_stride", "last_channels", "resolution")
+        return {"ops": self.arch_ops(arch), **{k: self._space_kwargs[k] for k in keep}}
 
     def arch_to_str(self, arch: Sequence[int]) -> str:
         return "|".join(self._names[i][g] for i, g in enumerate(self._key(arch)))
@@ -324,10 +320,6 @@ class ProxylessSuperNet(_Chain, SuperNet):
                                  f"{len(self._names[layer])} candidates {self._names[layer]}")
         return genes
 
-    def _apply(self, fn, *args, **kwargs):
-        self._path_params.clear()   # .to() may swap Parameter objects
-        return super()._apply(fn, *args, **kwargs)
-
 
 class ProxylessNetwork(_Chain):
     """A stand-alone network: ``ops`` names each of the 21 layers' operation (``k3e6``, ``skip``,
@@ -362,6 +354,16 @@ class ProxylessNetwork(_Chain):
         for layer in self.blocks:
             x = layer(x)
         return self._finish(x)
+
+
+def _from_config(s, num_classes: int, in_channels: int) -> dict:
+    return {"num_classes": num_classes, "in_channels": in_channels, "width_mult": s.width_mult,
+            "resolution": s.resolution or 224, "bn_mode": s.bn_mode, "stem_stride": s.stem_stride,
+            "candidates": s.candidates, "last_channels": s.last_channels}
+
+
+SPACES.register("proxyless", SpaceEntry(ProxylessSuperNet, _from_config, ProxylessNetwork,
+                                        default_bn_mode="running", default_granularity="per_edge"))
 
 
 __all__ = ["DEFAULT_MBCONVS", "MBConv", "NUM_LAYERS", "ProxylessNetwork", "ProxylessSuperNet", "SKIP",

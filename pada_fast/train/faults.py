@@ -186,26 +186,9 @@ class NonFiniteGuard:
                     data_sampler.record(indices, importance)
             return
         bad = self._found.bool()
-        sums = (path_sampler.norm_sum, path_sampler.step_count)
-        saved = [t.clone() for t in sums]
-        path_sampler.record(path_grads, slots, arch)
-        for t, old in zip(sums, saved):
-            t.copy_(torch.where(bad, old, t))
-        if data_sampler is None:
-            return
-        buffers = [getattr(data_sampler, name, None) for name in ("score_sum", "count")]
-        if any(b is None for b in buffers):
-            if getattr(data_sampler, "kind", None) == "uniform":
-                data_sampler.record(indices, importance)    # records nothing
-                return
-            raise TypeError(f"device mode does not know how to undo {type(data_sampler).__name__}."
-                            "record(); use mode='host'")
-        # Only the batch's entries can change: restore those (duplicates hold equal values, so
-        # the order of the writes does not matter).
-        saved = [b.index_select(0, indices) for b in buffers]
-        data_sampler.record(indices, importance)
-        for b, old in zip(buffers, saved):
-            b.index_copy_(0, indices, torch.where(bad, old, b.index_select(0, indices)))
+        path_sampler.record_masked(bad, path_grads, slots, arch)
+        if data_sampler is not None:
+            data_sampler.record_masked(bad, indices, importance)
 
     def step(self, optimizer: torch.optim.Optimizer) -> None:
         """``optimizer.step()``, unless this step is skipped (host mode: not called; device mode:

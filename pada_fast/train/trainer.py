@@ -213,14 +213,11 @@ class Trainer:
         self._progress = state.get("progress") if self.start_step else None
         per_rank = state["data_sampler"].get("per_rank")
         if self.dist.enabled and per_rank is not None and len(per_rank) == self.dist.world_size:
-            self._restore_local_scores(per_rank[self.dist.rank])   # the same ranks: each its own
+            self.data_sampler.load_local_state(per_rank[self.dist.rank])   # the same ranks: each its own
         elif self.dist.enabled and not self.dist.is_main:
             # A mid-epoch checkpoint holds DA's scores summed over all ranks so far; rank 0
             # carries them and the others start from zero, so the epoch-end sum counts each once.
-            for name in ("score_sum", "count"):
-                buf = getattr(self.data_sampler, name, None)
-                if isinstance(buf, torch.Tensor):
-                    buf.zero_()
+            self.data_sampler.load_local_state(None)
         if self.dist.is_main:
             self.log.truncate_after(self.start_epoch)
         at = f" step {self.start_step}" if self.start_step else ""
@@ -328,38 +325,20 @@ class Trainer:
             per_rank = distributed.all_reduce_sum_(rows).tolist()
             progress = {"loss_sum": sum(r[0] for r in per_rank), "correct": sum(r[1] for r in per_rank),
                         "seen": int(sum(r[2] for r in per_rank)), "per_rank": per_rank}
-            if isinstance(data_state.get("score_sum"), torch.Tensor):
+            if self.data_sampler.statistics():
                 # Each rank's own partial scores (sparse: the samples it drew so far), so a resume
                 # with as many ranks sums them at the epoch's end in the same order as the
                 # uninterrupted run (a sample drawn on two ranks makes the order matter); their
                 # sum serves a resume with another number of ranks.
-                local = distributed.all_gather_object(self._local_scores(), self.dist)
+                local = distributed.all_gather_object(self.data_sampler.local_state(), self.dist)
+                data_state = self.data_sampler.combine_local_states(data_state, local)
                 data_state["per_rank"] = local
-                for key in ("score_sum", "count"):
-                    data_state[key] = torch.zeros_like(data_state[key])
-                    for part in local:
-                        data_state[key].index_add_(0, part["index"], part[key])
         else:
             progress = {"loss_sum": loss_sum.detach().clone(), "correct": correct.detach().clone(), "seen": seen}
         progress.update(epoch_time=times.total, data_time=times.data, nonfinite_at_start=self._nonfinite_at_start)
         if self.dist.is_main:
             self.ckpt_manager.save(self.state_dict(epoch, step, progress, data_state))
         distributed.barrier(self.dist)
-
-    def _local_scores(self) -> dict:
-        """This rank's DA accumulators of the running epoch, only the samples it has drawn."""
-        sampler = self.data_sampler
-        drawn = torch.nonzero(sampler.count > 0).flatten()
-        return {"index": drawn.cpu(), "score_sum": sampler.score_sum[drawn].cpu(),
-                "count": sampler.count[drawn].cpu()}
-
-    def _restore_local_scores(self, local: dict) -> None:
-        sampler = self.data_sampler
-        sampler.score_sum.zero_()
-        sampler.count.zero_()
-        index = local["index"].to(sampler.score_sum.device)
-        sampler.score_sum[index] = local["score_sum"].to(sampler.score_sum)
-        sampler.count[index] = local["count"].to(sampler.count)
 
     def _stopped(self, where: str) -> None:
         self.exit_code = self._stop.exit_code
@@ -527,7 +506,9 @@ class Trainer:
         if self.dist.enabled:
             ranks = (f" x {self.dist.world_size} processes ({self.dist.backend}, {self.local_batch} "
                      f"images per rank, BN statistics {'global' if cfg.space.sync_bn else 'per rank'})")
-        self._print(f"training {cfg.space.name} C={cfg.space.C} N={cfg.space.N} with {cfg.method.name} on "
+        millions = sum(p.numel() for p in self.model.parameters()) / 1e6
+        self._print(f"training {cfg.space.name} ({self.model.num_layers} searchable layers, {millions:.2f}M "
+                    f"parameters) with {cfg.method.name} on "
                     f"{cfg.data.dataset} ({len(self.train_set)} images, {self.steps_per_epoch} steps/epoch) "
                     f"on {self.device}{ranks}; fused ops {'compiled' if ops.COMPILED else 'reference'}; "
                     f"outputs in {self.out_dir}")
