@@ -33,7 +33,6 @@ import os
 import pickle
 import re
 import shutil
-import sys
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -42,6 +41,9 @@ import numpy as np
 import torch
 
 from pada_fast.files import _fsync_dir, write_atomic
+from pada_fast.log import get_logger
+
+_log = get_logger(__name__)
 
 # 2: adds the payload checksum and the in-epoch ``step``. Version 1 files (epoch-boundary
 # checkpoints without a checksum) are still read.
@@ -275,7 +277,7 @@ def check_compatible(state: dict, cfg, space_name: str | None = None, *, path: s
 
 # -- rotation -------------------------------------------------------------------------------------
 def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+    _log.warning(f"warning: {message}")
 
 
 def checkpoint_name(epoch: int, step: int = 0) -> str:

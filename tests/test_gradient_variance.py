@@ -173,9 +173,11 @@ def test_epoch_gv_does_not_perturb_training_and_cli_reads_it(tmp_path):
     for epoch in range(2):
         a.train_epoch(epoch)
         a.end_epoch(epoch)
-        row = measure_epoch_gv(a, draws=3, epoch=epoch)
+        row = measure_epoch_gv(a.model, a.path_sampler, a.data_sampler, a.train_set, a.cfg, a.out_dir,
+                               a.device, draws=3, epoch=epoch)
         assert row["epoch"] == epoch and row["gv"] > 0 and row["method"] == "pada"
-    measure_epoch_gv(a, draws=3)            # epoch defaults to the last finished one; replaces it
+    measure_epoch_gv(a.model, a.path_sampler, a.data_sampler, a.train_set, a.cfg, a.out_dir, a.device,
+                     draws=3)            # epoch defaults to the last finished one; replaces it
     b = Trainer(small_cfg(tmp_path / "b"))
     b.fit()
     state_b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)

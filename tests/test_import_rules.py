@@ -5,7 +5,6 @@ import train/; nothing below the experiment layer imports a layer above it."""
 import ast
 from pathlib import Path
 
-import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pada_fast"
 

@@ -181,3 +181,18 @@ def test_small_importance_of_a_confident_sample_is_not_cancelled(device):
     want = reference.cross_entropy_with_importance(logits, target)[1]
     got = ops.cross_entropy_with_importance(logits.float().to(device), target.to(device))[1]
     torch.testing.assert_close(got.double().cpu(), want, rtol=1e-3, atol=0)
+
+
+@needs_library
+def test_fake_kernels_check_their_inputs_like_the_compiled_ops():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode():
+        loss, importance, lse = torch.ops.pada_fast.cross_entropy_with_importance(
+            torch.empty(4, 3), torch.zeros(4, dtype=torch.long), 0.0)
+        assert loss.shape == (4,) and importance.dtype == torch.float32
+        with pytest.raises(RuntimeError, match="logits must be 2-D"):
+            torch.ops.pada_fast.cross_entropy_with_importance(torch.empty(4, 3, 2), torch.zeros(4, dtype=torch.long), 0.0)
+        with pytest.raises(RuntimeError, match="int64 class indices"):
+            torch.ops.pada_fast.cross_entropy_with_importance(torch.empty(4, 3), torch.zeros(4, dtype=torch.int32), 0.0)
+        with pytest.raises(RuntimeError, match="gradients but"):
+            torch.ops.pada_fast.grad_norm_accumulate_([torch.empty(3)], [0, 1], torch.zeros(2, 2), torch.zeros(2, 2))

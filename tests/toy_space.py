@@ -4,7 +4,6 @@ contract subclass (tests/test_toy_components.py). Two searchable layers choose a
 convolution, a 1x1 convolution and the identity."""
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from pada_fast.registry import SPACES, SpaceEntry

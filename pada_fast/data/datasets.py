@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import copy
 import os
-import sys
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from pada_fast.log import get_logger
+
 from . import transforms as T
 from .decode import decode_image_file
 from .idx_format import read_idx
 from .subset import subset_indices
+
+_log = get_logger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 SPLITS = ("train", "test")
@@ -409,8 +412,8 @@ def build_dataset(name: str, root: Optional[str | os.PathLike] = None, split: st
     skipped = dataset.skipped
     if skipped:
         listing = "\n  ".join(skipped[:10]) + (f"\n  ... and {len(skipped) - 10} more" if len(skipped) > 10 else "")
-        print(f"pada-fast: skipped {len(skipped)} bad file(s) of {name} {split} (data.bad_files=skip), "
-              f"{len(dataset)} images left:\n  {listing}", file=sys.stderr, flush=True)
+        _log.warning(f"pada-fast: skipped {len(skipped)} bad file(s) of {name} {split} (data.bad_files=skip), "
+                     f"{len(dataset)} images left:\n  {listing}")
     dataset.transform = _transform_for(name, dataset, augment)
     return dataset
 

@@ -27,8 +27,12 @@ from pada_fast.data.loader import build_loader
 from pada_fast.devices import resolve_device
 from pada_fast.experiment import build_model, build_optimizer, cosine_lr, epoch_generator
 
+from pada_fast.log import get_logger
+
 from .ground_truth import GroundTruth
 from .inherited import accuracy, fixed_batches
+
+_log = get_logger(__name__)
 
 
 def select_archs(supernet, which: str | int, seed: int = 0) -> list[tuple[int, ...]]:
@@ -148,8 +152,8 @@ def build_benchmark(cfg: Config, table_path: str | Path, which: str | int = 50, 
                 if bar is not None:
                     bar.update(1)
                 else:
-                    print(f"{len(done)}/{len(jobs)} {text} seed {key[1]}: {acc:.2f}% "
-                          f"({time.perf_counter() - started:.0f}s)", flush=True)
+                    _log.info(f"{len(done)}/{len(jobs)} {text} seed {key[1]}: {acc:.2f}% "
+                              f"({time.perf_counter() - started:.0f}s)")
             accs.append(done[key])
         rows.append((text, float(np.mean(accs[:seeds])), index_of[a], accs))
         gt = write_table()

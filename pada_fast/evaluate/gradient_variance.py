@@ -35,6 +35,7 @@ import torch
 
 from pada_fast import ops
 from pada_fast.data.loader import build_loader
+from pada_fast.files import write_text_atomic
 from pada_fast.rng import capture_rng_state, restore_rng_state
 
 GV_FILE = "gv.jsonl"
@@ -206,21 +207,20 @@ def gradient_variance(model, path_sampler, data_sampler, dataset, cfg_like, num_
     return result
 
 
-def measure_epoch_gv(trainer, draws: int, epoch: Optional[int] = None, clip: Optional[float] = None,
-                     save: bool = True) -> dict:
-    """GV of a :class:`~pada_fast.train.trainer.Trainer` at its current weights and samplers, for
-    a call at the end of epoch ``epoch`` (0-based, after ``end_epoch``: the distributions are the
-    ones the next epoch draws from). Appends ``{"epoch", "method", "gv", ...}`` to
-    ``trainer.out_dir / gv.jsonl`` (replacing an earlier row of the same epoch, as after a resume)
-    and returns that row. Training is not perturbed (see :func:`gradient_variance`); the draws
-    come from their own generator, seeded from ``run.seed`` and the epoch."""
-    cfg = trainer.cfg
-    epoch = int(trainer.path_sampler.epochs_finished - 1 if epoch is None else epoch)
-    result = gradient_variance(trainer.model, trainer.path_sampler, trainer.data_sampler, trainer.train_set,
-                               cfg, num_draws=draws, device=trainer.device, epoch=epoch, clip=clip)
+def measure_epoch_gv(model, path_sampler, data_sampler, train_set, cfg, out_dir, device, draws: int,
+                     epoch: Optional[int] = None, clip: Optional[float] = None, save: bool = True) -> dict:
+    """GV of a training run at its current weights and samplers, for a call at the end of epoch
+    ``epoch`` (0-based, after the samplers' ``end_epoch``: the distributions are the ones the next
+    epoch draws from). Appends ``{"epoch", "method", "gv", ...}`` to ``out_dir / gv.jsonl``
+    (replacing an earlier row of the same epoch, as after a resume) and returns that row.
+    Training is not perturbed (see :func:`gradient_variance`); the draws come from their own
+    generator, seeded from ``run.seed`` and the epoch."""
+    epoch = int(path_sampler.epochs_finished - 1 if epoch is None else epoch)
+    result = gradient_variance(model, path_sampler, data_sampler, train_set, cfg, num_draws=draws,
+                               device=device, epoch=epoch, clip=clip)
     row = {"epoch": epoch, "method": cfg.method.name, **result}
     if save:
-        append_gv_row(Path(trainer.out_dir) / GV_FILE, row)
+        append_gv_row(Path(out_dir) / GV_FILE, row)
     return row
 
 
@@ -228,9 +228,7 @@ def append_gv_row(path: Path, row: dict) -> None:
     rows = [r for r in read_gv_rows(path) if r["epoch"] != row["epoch"]] if path.exists() else []
     rows.append(row)
     rows.sort(key=lambda r: r["epoch"])
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(path)
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def read_gv_rows(path: Path) -> list[dict]:

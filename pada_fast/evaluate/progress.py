@@ -5,6 +5,10 @@ from __future__ import annotations
 import sys
 import time
 
+from pada_fast.log import STDERR, get_logger
+
+_log = get_logger(__name__)
+
 
 class Progress:
     def __init__(self, total: int, desc: str, done: int = 0, bar: bool | None = None,
@@ -26,7 +30,7 @@ class Progress:
         now = time.perf_counter()
         if now - self.last >= self.interval_s:
             self.last = now
-            print(self.line(now), file=sys.stderr, flush=True)
+            _log.info(self.line(now), extra=STDERR)
 
     def rate(self, now: float | None = None) -> float:
         elapsed = (now or time.perf_counter()) - self.started

@@ -17,13 +17,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from pada_fast.data.datasets import training_recipe
 from pada_fast.files import write_atomic, write_json_atomic, write_text_atomic
 from pada_fast import checkpoint
 from pada_fast.devices import resolve_device
 from pada_fast.experiment import load_run
+
+from pada_fast.log import get_logger
 
 from .engine import RankingEngine
 from .ground_truth import load_ground_truth
@@ -33,6 +34,8 @@ from .metrics import ranking_metrics
 from .plots import scatter_plot
 from .progress import Progress
 from .protocols import select
+
+_log = get_logger(__name__)
 
 PREDICTIONS = "predictions.jsonl"
 
@@ -78,7 +81,7 @@ def rank_supernet(checkpoint_path: str | Path, out_dir: str | Path, ground_truth
     engine = RankingEngine(model, held.batches, held.calib, precision=precision)
     recipes = compare_recipes(state, cfg, held.dataset, gt)
     if recipes["recipe_note"]:
-        print(f"note: {recipes['recipe_note']}", flush=True)
+        _log.info(f"note: {recipes['recipe_note']}")
     protocol = {
         "archs": selection.protocol, "archs_description": selection.description,
         **selection.extra, "ground_truth": str(ground_truth), "gt_dataset": gt_dataset,

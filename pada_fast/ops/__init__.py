@@ -15,36 +15,7 @@ load()
 COMPILED = STATUS.loaded
 
 if COMPILED:
-    @torch.library.register_fake("pada_fast::cross_entropy_with_importance")
-    def _ce_fake(logits, target, label_smoothing):
-        acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
-        out = logits.new_empty((logits.shape[0],), dtype=acc)
-        return out, torch.empty_like(out), torch.empty_like(out)
-
-    @torch.library.register_fake("pada_fast::cross_entropy_with_importance_backward")
-    def _ce_backward_fake(grad_loss, logits, target, lse, label_smoothing):
-        return torch.empty_like(logits)
-
-    @torch.library.register_fake("pada_fast::grad_norm_accumulate_")
-    def _gn_fake(grads, slots, norm_sum, step_count):
-        return None
-
-    def _ce_setup_context(ctx, inputs, output):
-        logits, target, label_smoothing = inputs
-        ctx.save_for_backward(logits, target, output[2])
-        ctx.label_smoothing = label_smoothing
-        ctx.mark_non_differentiable(output[1], output[2])
-
-    def _ce_backward(ctx, grad_loss, grad_importance, grad_lse):
-        logits, target, lse = ctx.saved_tensors
-        if grad_loss is None:
-            return None, None, None
-        grad = torch.ops.pada_fast.cross_entropy_with_importance_backward(
-            grad_loss, logits, target, lse, ctx.label_smoothing)
-        return grad, None, None
-
-    torch.library.register_autograd("pada_fast::cross_entropy_with_importance", _ce_backward,
-                                    setup_context=_ce_setup_context)
+    from . import registrations  # noqa: F401  (fake kernels and autograd of the compiled ops)
 
 
 class _ReferenceCrossEntropy(torch.autograd.Function):

@@ -28,6 +28,8 @@ import numpy as np
 
 from pada_fast.files import write_json_atomic
 
+from pada_fast.log import get_logger
+
 from .budget import Budget
 from .operators import arch_key
 
@@ -77,7 +79,7 @@ class SearchRun:
         self.total_steps = total_steps
         self.step_name = step_name
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.log = log or (lambda text: print(text, flush=True))
+        self.log = log or get_logger(__name__).info
         self.settings = {"algorithm": algorithm, **settings, "seed": seed,
                          "budget": self.budget.to_dict(),
                          "space": getattr(space, "space_name", type(space).__name__),

@@ -18,6 +18,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from pada_fast.files import write_json_atomic
 
+from pada_fast.log import get_logger
+
 from .budget import Budget
 from .evolution import evolution_search
 from .export import arch_spec
@@ -60,7 +62,7 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, algorithm: str = "ev
     from pada_fast.devices import resolve_device
     from pada_fast.experiment import load_run
 
-    log = log or (lambda text: print(text, flush=True))
+    log = log or get_logger(__name__).info
     if algorithm not in ("evolution", "random"):
         raise ValueError(f"algorithm must be 'evolution' or 'random', got {algorithm!r}")
     started = time.perf_counter()

@@ -47,6 +47,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from pada_fast.devices import resolve_device
+from pada_fast.log import get_logger
+
+_log = get_logger(__name__)
 
 _OWNS_GROUP = False          # whether setup() created the default process group
 
@@ -433,8 +436,8 @@ def report_failure(ctx: DistContext, where: Callable[[], str] = lambda: ""):
             if _looks_like_peer_failure(exc):
                 hint = (" -- a collective failed: another rank probably failed first (see its "
                         "message) or stopped responding for run.dist_timeout_s")
-            print(f"pada-fast: {ctx.describe()} failed{' ' + place if place else ''}: "
-                  f"{type(exc).__name__}: {exc}{hint}", file=sys.stderr, flush=True)
+            _log.error(f"pada-fast: {ctx.describe()} failed{' ' + place if place else ''}: "
+                       f"{type(exc).__name__}: {exc}{hint}")
             abort()
         raise
 
@@ -464,16 +467,14 @@ def inject_fault(fault: Fault, rank: int, global_step: int) -> None:
     if fault.rank != rank or fault.step != global_step:
         return
     if fault.mode == "hang":
-        print(f"pada-fast: rank {rank} hangs at step {global_step} (PADA_FAST_FAULT_MODE=hang test hook)",
-              file=sys.stderr, flush=True)
+        _log.warning(f"pada-fast: rank {rank} hangs at step {global_step} (PADA_FAST_FAULT_MODE=hang test hook)")
         while True:
             time.sleep(60)
     if fault.mode == "sigterm":
         os.kill(os.getpid(), signal.SIGTERM)
         return
     if fault.mode == "sigstop":
-        print(f"pada-fast: rank {rank} stops at step {global_step} (PADA_FAST_FAULT_MODE=sigstop test hook)",
-              file=sys.stderr, flush=True)
+        _log.warning(f"pada-fast: rank {rank} stops at step {global_step} (PADA_FAST_FAULT_MODE=sigstop test hook)")
         sys.stdout.flush()
         os.kill(os.getpid(), signal.SIGSTOP)
         return

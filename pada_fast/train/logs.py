@@ -7,6 +7,10 @@ import json
 import sys
 from pathlib import Path
 
+from pada_fast.log import get_logger
+
+_log = get_logger(__name__)
+
 
 class EpochLog:
     """Appends one row per epoch to ``metrics.csv`` and ``metrics.jsonl`` under ``out_dir``."""
@@ -20,8 +24,8 @@ class EpochLog:
                 from torch.utils.tensorboard import SummaryWriter
                 self.writer = SummaryWriter(str(out_dir / "tensorboard"))
             except ImportError:
-                print("run.tensorboard=true but tensorboard is not installed (pip install tensorboard); "
-                      "continuing without it", file=sys.stderr)
+                _log.warning("run.tensorboard=true but tensorboard is not installed (pip install tensorboard); "
+                             "continuing without it")
 
     def truncate_after(self, epoch: int) -> None:
         """On resume, drop rows of epochs that the checkpoint does not include."""

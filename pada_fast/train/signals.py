@@ -20,19 +20,22 @@ Trainer use::
             ...train one step...
             if stop.requested_on_any_rank():    # or stop.requested, single process
                 manager.save(state_at_this_step)
-                print(stop.message(step))
+                log(stop.message(step))
                 return stop.exit_code            # 128 + signal number, as a shell reports it
 """
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 from typing import Callable, Iterable
 
+from pada_fast.log import STDERR, get_logger
+
+_log = get_logger(__name__)
+
 
 def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    _log.info(message, extra=STDERR)
 
 
 class GracefulStop:

@@ -16,7 +16,6 @@ process with the same global ``data.batch_size`` up to floating-point rounding.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,14 +24,16 @@ from pada_fast import checkpoint, ops
 from pada_fast.config import Config, ConfigError, check_paths
 from pada_fast.data.datasets import build_split, training_recipe
 from pada_fast.data.loader import build_loader, shard_positions
-from pada_fast.evaluate.gradient_variance import measure_epoch_gv
 from pada_fast.experiment import build_model, build_optimizer, build_samplers, cosine_lr, epoch_generator
 from pada_fast.rng import capture_rng_state, restore_rng_state, seed_everything
+
+from pada_fast.log import get_logger, set_rank
 
 from . import distributed
 from .faults import NonFiniteGuard
 from .signals import GracefulStop
-from .logs import EpochLog, use_progress_bar
+from .hooks import EpochState, HookBase, default_hooks
+from .logs import EpochLog
 
 
 def dali_augment(data_cfg, train_set) -> str:
@@ -51,10 +52,7 @@ def dali_augment(data_cfg, train_set) -> str:
 RESUME_IGNORED_KEYS = checkpoint.IGNORED_KEYS | {"space.sync_bn", "optim.epochs"}
 
 
-@dataclass
-class StepTimes:
-    data: float = 0.0
-    total: float = 0.0
+_log = get_logger(__name__)
 
 
 class Trainer:
@@ -72,6 +70,7 @@ class Trainer:
             raise ConfigError(f"data.batch_size={cfg.data.batch_size} is the global batch (all processes "
                               f"together) and must be divisible by the number of processes ({world})")
         self.dist = distributed.setup(cfg.run.device, cfg.run.dist_timeout_s)
+        set_rank(self.dist.rank)
         self.local_batch = cfg.data.batch_size // self.dist.world_size
         self._where = ""
         with distributed.report_failure(self.dist, lambda: self._where or "while setting up"):
@@ -101,9 +100,8 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         if cfg.space.sync_bn and self.dist.enabled:
             if distributed.convert_sync_batch_stats(self.model) == 0 and main:
-                print("warning: space.sync_bn=true but the supernet has no batch-statistics BatchNorm "
-                      f"(space.bn_mode={cfg.space.bn_mode}); each rank keeps its own statistics",
-                      flush=True)
+                _log.info("warning: space.sync_bn=true but the supernet has no batch-statistics BatchNorm "
+                          f"(space.bn_mode={cfg.space.bn_mode}); each rank keeps its own statistics")
         m = cfg.method
         if m.name == "fairnas" and m.unbiased:
             raise ConfigError("method.unbiased weights the loss by 1/p of one sampled path; FairNAS trains every "
@@ -129,7 +127,9 @@ class Trainer:
         self._stop = None            # GracefulStop while fit() runs
         self.exit_code = 0
         self._dali = None
-        self._fault = distributed.fault_from_env()
+        self.hooks: list[HookBase] = []
+        for hook in default_hooks(distributed.fault_from_env()):
+            self.register_hook(hook)
         self.log = EpochLog(self.out_dir, cfg.run.tensorboard) if main else None
         self.ckpt_path = self.out_dir / checkpoint.LATEST_NAME
         # Numbered checkpoints, the newest run.keep_checkpoints kept, checkpoint.pt the newest
@@ -144,9 +144,10 @@ class Trainer:
         if main:
             cfg.save(self.out_dir / "config.yaml")
 
-    def _print(self, *args, **kwargs) -> None:
+    def log_info(self, message: str) -> None:
+        """One line of the run's output (rank 0 only)."""
         if self.dist.is_main:
-            print(*args, **kwargs, flush=True)
+            _log.info(message)
 
     # -- checkpointing ---------------------------------------------------------------------------
     def state_dict(self, epoch: int, step: int = 0, progress: dict | None = None,
@@ -221,7 +222,7 @@ class Trainer:
         if self.dist.is_main:
             self.log.truncate_after(self.start_epoch)
         at = f" step {self.start_step}" if self.start_step else ""
-        self._print(f"resumed from {path} after epoch {self.start_epoch}{at}")
+        self.log_info(f"resumed from {path} after epoch {self.start_epoch}{at}")
 
     # -- training --------------------------------------------------------------------------------
     def _lr_for(self, global_step: int) -> float:
@@ -312,9 +313,11 @@ class Trainer:
             return False
         return self._stop.requested_on_any_rank()
 
-    def _save_mid_epoch(self, epoch: int, step: int, loss_sum, correct, seen: int, times: StepTimes) -> None:
-        """Checkpoint after ``step`` steps of ``epoch`` (every rank calls it: under distributed
-        training DA's scores and the running totals are summed over the ranks first)."""
+    def _save_mid_epoch(self, state: EpochState) -> None:
+        """Checkpoint after ``state.step + 1`` steps of the epoch (every rank calls it: under
+        distributed training DA's scores and the running totals are summed over the ranks first)."""
+        epoch, step, times = state.epoch, state.step + 1, state.times
+        loss_sum, correct, seen = state.loss_sum, state.correct, state.seen
         self._where = f"writing the checkpoint of epoch {epoch + 1} step {step}"
         data_state = self.data_sampler.state_dict()
         if self.dist.enabled:
@@ -341,147 +344,148 @@ class Trainer:
         distributed.barrier(self.dist)
 
     def _stopped(self, where: str) -> None:
-        self.exit_code = self._stop.exit_code
-        self._print(self._stop.message(where))
+        if self._stop is not None and self._stop.requested:
+            self.exit_code = self._stop.exit_code
+            self.log_info(self._stop.message(where))
+        else:
+            self.log_info(f"stopped {where} by a hook")
 
     def train_epoch(self, epoch: int, start_step: int = 0) -> dict | None:
         """Train one epoch from step ``start_step`` (a resumed mid-epoch checkpoint); returns its
-        statistics, or None when a SIGTERM/SIGINT stopped it (a checkpoint was written)."""
+        statistics, or None when a hook stopped it (a SIGTERM/SIGINT; a checkpoint was written)."""
+        state = self._begin_epoch(epoch, start_step)
+        self._call_hooks("before_epoch", state)
+        for step, batch in enumerate(state.loader, start_step):
+            state.step = step
+            self._where = f"at epoch {epoch + 1} step {step + 1}"
+            state.times.data += time.perf_counter() - state.last
+            self._call_hooks("before_step", state)
+            self.run_step(state, batch)
+            state.last = time.perf_counter()
+            state.times.total = state.last - state.started
+            self._call_hooks("after_step", state)
+            if state.stop:
+                self._call_hooks("after_epoch", state)
+                self._stopped(f"at epoch {epoch + 1} step {step + 1}")
+                return None
+        self._call_hooks("after_epoch", state)
+        self._where = f"at the end of epoch {epoch + 1}"
+        return self._epoch_statistics(state)
+
+    def run_step(self, state: EpochState, batch) -> None:
+        """One PA&DA step: this step's path(s) on the batch, the loss and every sample's importance
+        in one fused op, gradients averaged over ranks and clipped, PA's and DA's records, the
+        update; a non-finite loss or gradient skips the records and the update."""
+        cfg = self.cfg
+        images, labels, indices = batch
+        state.lr = self._lr_for(state.global_step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = state.lr
+        images = images.to(self.device, dtype=self.dtype, non_blocking=True, memory_format=self.memory_format)
+        labels = labels.to(self.device, non_blocking=True)
+        indices = indices.to(self.device, non_blocking=True)
+        per_step = self.path_sampler.paths_per_step
+        rows = state.paths[state.step * per_step:(state.step + 1) * per_step]
+        archs = [tuple(row) for row in rows.tolist()]
+        # update_unsampled=on keeps zero gradients on candidates trained before, so SGD's weight
+        # decay and momentum move them this step too (the authors' PyTorch 1.7 behaviour)
+        self.optimizer.zero_grad(set_to_none=cfg.optim.update_unsampled == "off")
+        step_loss_sum = step_correct = None
+        for arch in archs:          # one path; FairNAS: K paths, gradients accumulated
+            logits = self.model(images, arch)
+            per_sample, importance = ops.cross_entropy_with_importance(logits, labels, cfg.optim.label_smoothing)
+            if cfg.method.unbiased:
+                weights = self.data_sampler.importance_weights(indices) * state.path_weights[state.step]
+                loss = (per_sample * weights).mean()
+            else:
+                loss = per_sample.mean()
+            loss.backward()
+            path_loss = per_sample.detach().sum()
+            path_correct = (logits.detach().argmax(1) == labels).sum()
+            step_loss_sum = path_loss if step_loss_sum is None else step_loss_sum + path_loss
+            step_correct = path_correct if step_correct is None else step_correct + path_correct
+        # Mean over ranks of per-rank mean losses = the loss of the global batch; clipping and
+        # PA's record see the averaged gradients, identical on every rank.
+        distributed.average_gradients_(self.params, self.dist.world_size)
+        total_norm = None
+        if cfg.optim.grad_clip:
+            total_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.grad_clip, foreach=True)
+        self.guard.check(loss, [p.grad for p in self.params], total_norm=total_norm, step=state.global_step)
+        if per_step == 1:
+            path_params, slots = self.model.path_parameters(archs[0])
+            path = archs[0]
+        else:               # FairNAS: every path's operations (each (layer, op) once a step)
+            pairs = [self.model.path_parameters(a) for a in archs]
+            path_params = [q for params, _ in pairs for q in params]
+            slots = [slot for _, sl in pairs for slot in sl]
+            path = None     # FairNAS samples uniformly: no official PA record needs the path
+        # DA: this rank's samples; summed over ranks at the epoch's end
+        self.guard.record(self.path_sampler, [p.grad for p in path_params], slots,
+                          self.data_sampler, indices, importance, arch=path)
+        self.guard.step(self.optimizer)
+        # loss and accuracy: the mean over the step's paths (one path but for FairNAS)
+        state.loss_sum += self.guard.masked(step_loss_sum / per_step)
+        state.correct += step_correct
+        state.seen += labels.shape[0]
+
+    def _begin_epoch(self, epoch: int, start_step: int) -> EpochState:
+        """The epoch's paths and stream (functions of the seed and the epoch only), its loader from
+        ``start_step``, and its running totals (a resumed mid-epoch checkpoint's)."""
         cfg = self.cfg
         self._where = f"at the start of epoch {epoch + 1}"
         gen = epoch_generator(cfg.run.seed, epoch)
         stream = self.data_sampler.epoch_stream(gen)
         paths = self.path_sampler.sample_epoch(self.steps_per_epoch, gen)
-        per_step = getattr(self.path_sampler, "paths_per_step", 1)
         if self.dist.enabled:
             self._check_ranks_agree(epoch, stream, paths)
-        loader = self._loader(stream, epoch, start_step)
-        unbiased = cfg.method.unbiased
-        path_weights = self.path_sampler.importance_weights(paths).to(torch.float32) if unbiased else None
-        world = self.dist.world_size
         self.model.train()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        seen = 0
-        times = StepTimes()
+        state = EpochState(epoch=epoch, steps=self.steps_per_epoch, start_step=start_step, paths=paths,
+                           loader=self._loader(stream, epoch, start_step),
+                           loss_sum=torch.zeros((), device=self.device),
+                           correct=torch.zeros((), device=self.device, dtype=torch.long))
+        state.path_weights = (self.path_sampler.importance_weights(paths).to(torch.float32)
+                              if cfg.method.unbiased else None)
         progress = self._progress if start_step else None
         self._progress = None
         self._nonfinite_at_start = self.guard.counts()["total"]
         if progress is not None:
             self._nonfinite_at_start = int(progress.get("nonfinite_at_start", self._nonfinite_at_start))
-            times.total, times.data = float(progress["epoch_time"]), float(progress["data_time"])
+            state.times.total, state.times.data = float(progress["epoch_time"]), float(progress["data_time"])
             per_rank = progress.get("per_rank")
-            if per_rank is not None and len(per_rank) == world:
+            if per_rank is not None and len(per_rank) == self.dist.world_size:
                 mine = per_rank[self.dist.rank]     # the same ranks again: each continues its own totals
-                loss_sum = torch.tensor(mine[0], dtype=torch.float32, device=self.device)
-                correct = torch.tensor(int(mine[1]), dtype=torch.long, device=self.device)
-                seen = int(mine[2])
+                state.loss_sum = torch.tensor(mine[0], dtype=torch.float32, device=self.device)
+                state.correct = torch.tensor(int(mine[1]), dtype=torch.long, device=self.device)
+                state.seen = int(mine[2])
             elif self.dist.is_main:     # another number of ranks: one rank carries the global totals
-                loss_sum = torch.as_tensor(progress["loss_sum"], dtype=torch.float32).to(self.device).clone()
-                correct = torch.as_tensor(progress["correct"]).to(self.device, torch.long).clone()
-                seen = int(progress["seen"])
-        bar = None
-        if self.dist.is_main and use_progress_bar(cfg.run.progress):
-            from tqdm import tqdm
-            bar = tqdm(total=self.steps_per_epoch, initial=start_step,
-                       desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", leave=False)
-        last = time.perf_counter()
-        start = last - times.total
-        for step, (images, labels, indices) in enumerate(loader, start_step):
-            self._where = f"at epoch {epoch + 1} step {step + 1}"
-            fetched = time.perf_counter()
-            times.data += fetched - last
-            global_step = epoch * self.steps_per_epoch + step
-            if self._fault is not None:
-                distributed.inject_fault(self._fault, self.dist.rank, global_step)
-            lr = self._lr_for(global_step)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            images = images.to(self.device, dtype=self.dtype, non_blocking=True, memory_format=self.memory_format)
-            labels = labels.to(self.device, non_blocking=True)
-            indices = indices.to(self.device, non_blocking=True)
-            archs = [tuple(row) for row in paths[step * per_step:(step + 1) * per_step].tolist()]
-            # update_unsampled=on keeps zero gradients on candidates trained before, so SGD's weight
-            # decay and momentum move them this step too (the authors' PyTorch 1.7 behaviour)
-            self.optimizer.zero_grad(set_to_none=cfg.optim.update_unsampled == "off")
-            step_loss_sum = step_correct = None
-            for arch in archs:          # one path; FairNAS: K paths, gradients accumulated
-                logits = self.model(images, arch)
-                per_sample, importance = ops.cross_entropy_with_importance(logits, labels, cfg.optim.label_smoothing)
-                if unbiased:
-                    weights = self.data_sampler.importance_weights(indices) * path_weights[step]
-                    loss = (per_sample * weights).mean()
-                else:
-                    loss = per_sample.mean()
-                loss.backward()
-                path_loss = per_sample.detach().sum()
-                path_correct = (logits.detach().argmax(1) == labels).sum()
-                step_loss_sum = path_loss if step_loss_sum is None else step_loss_sum + path_loss
-                step_correct = path_correct if step_correct is None else step_correct + path_correct
-            # Mean over ranks of per-rank mean losses = the loss of the global batch; clipping and
-            # PA's record see the averaged gradients, identical on every rank.
-            distributed.average_gradients_(self.params, world)
-            total_norm = None
-            if cfg.optim.grad_clip:
-                total_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.grad_clip, foreach=True)
-            # A non-finite loss or (averaged, clipped) gradient skips the records and the update.
-            self.guard.check(loss, [p.grad for p in self.params], total_norm=total_norm, step=global_step)
-            if per_step == 1:
-                path_params, slots = self.model.path_parameters(archs[0])
-                path = archs[0]
-            else:               # FairNAS: every path's operations (each (layer, op) once a step)
-                pairs = [self.model.path_parameters(a) for a in archs]
-                path_params = [q for params, _ in pairs for q in params]
-                slots = [slot for _, sl in pairs for slot in sl]
-                path = None     # FairNAS samples uniformly: no official PA record needs the path
-            # DA: this rank's samples; summed over ranks at the epoch's end
-            self.guard.record(self.path_sampler, [p.grad for p in path_params], slots,
-                              self.data_sampler, indices, importance, arch=path)
-            self.guard.step(self.optimizer)
-            # loss and accuracy: the mean over the step's paths (one path but for FairNAS);
-            # ``correct`` counts (image, path) pairs
-            loss_sum += self.guard.masked(step_loss_sum / per_step)
-            correct += step_correct
-            seen += labels.shape[0]
-            last = time.perf_counter()
-            times.total = last - start
-            if bar is not None:
-                bar.update(1)
-            if (step + 1) % cfg.run.log_interval == 0 or step + 1 == self.steps_per_epoch:
-                skipped = self.guard.poll()    # raises NonFiniteError past run.nonfinite_max_*
-                if skipped:
-                    self._print(f"warning: epoch {epoch + 1} step {step + 1}: {skipped}")
-                total_loss, total_correct, total_seen = self._totals(loss_sum, correct, seen)
-                line = (f"epoch {epoch + 1}/{cfg.optim.epochs} step {step + 1}/{self.steps_per_epoch} "
-                        f"loss {total_loss / total_seen:.4f} acc {total_correct / (total_seen * per_step):.4f} "
-                        f"img/s {total_seen / max(times.total, 1e-9):.0f} lr {lr:.5f} data {times.data:.2f}s")
-                if bar is not None:
-                    bar.set_postfix_str(line.split(" loss ", 1)[1])
-                elif self.dist.is_main:
-                    print(line, flush=True)
-            if step + 1 < self.steps_per_epoch:     # the epoch's end writes its own checkpoint
-                every = cfg.run.checkpoint_every_steps
-                stop = self._stop_now(step)
-                if stop or (every and (step + 1) % every == 0):
-                    self._save_mid_epoch(epoch, step + 1, loss_sum, correct, seen, times)
-                    last = time.perf_counter()
-                if stop:
-                    if bar is not None:
-                        bar.close()
-                    self._stopped(f"at epoch {epoch + 1} step {step + 1}")
-                    return None
-        if bar is not None:
-            bar.close()
-        self._where = f"at the end of epoch {epoch + 1}"
-        total_loss, total_correct, total_seen = self._totals(loss_sum, correct, seen)
+                state.loss_sum = torch.as_tensor(progress["loss_sum"], dtype=torch.float32).to(self.device).clone()
+                state.correct = torch.as_tensor(progress["correct"]).to(self.device, torch.long).clone()
+                state.seen = int(progress["seen"])
+        state.last = time.perf_counter()
+        state.started = state.last - state.times.total
+        return state
+
+    def _epoch_statistics(self, state: EpochState) -> dict:
+        total_loss, total_correct, total_seen = self._totals(state.loss_sum, state.correct, state.seen)
         counts = self.guard.counts()
+        per_step = self.path_sampler.paths_per_step
         return {"train_loss": total_loss / max(total_seen, 1),
                 "nonfinite_skipped": counts["total"] - self._nonfinite_at_start,
                 "nonfinite_total": counts["total"], "nonfinite_longest_run": counts["longest_run"],
                 "train_acc": total_correct / max(total_seen * per_step, 1),
-                "images": total_seen, "epoch_time": times.total, "data_time": times.data,
-                "images_per_s": total_seen / max(times.total, 1e-9),
-                "lr": self._lr_for((epoch + 1) * self.steps_per_epoch)}
+                "images": total_seen, "epoch_time": state.times.total, "data_time": state.times.data,
+                "images_per_s": total_seen / max(state.times.total, 1e-9),
+                "lr": self._lr_for((state.epoch + 1) * self.steps_per_epoch)}
+
+    def register_hook(self, hook: HookBase) -> HookBase:
+        """Append ``hook`` (see :mod:`.hooks`) to the hooks the trainer calls, in order."""
+        hook.trainer = self
+        self.hooks.append(hook)
+        return hook
+
+    def _call_hooks(self, point: str, *args) -> None:
+        for hook in self.hooks:
+            getattr(hook, point)(*args)
 
     def end_epoch(self, epoch: int) -> dict:
         epochs = self.cfg.optim.epochs
@@ -497,7 +501,7 @@ class Trainer:
                "q": self.data_sampler.summary()}
         for sampler in (self.path_sampler, self.data_sampler):
             if getattr(sampler, "fallback_message", None):
-                self._print(f"warning: {sampler.fallback_message}")
+                self.log_info(f"warning: {sampler.fallback_message}")
         return row
 
     def fit(self) -> dict:
@@ -507,7 +511,7 @@ class Trainer:
             ranks = (f" x {self.dist.world_size} processes ({self.dist.backend}, {self.local_batch} "
                      f"images per rank, BN statistics {'global' if cfg.space.sync_bn else 'per rank'})")
         millions = sum(p.numel() for p in self.model.parameters()) / 1e6
-        self._print(f"training {cfg.space.name} ({self.model.num_layers} searchable layers, {millions:.2f}M "
+        self.log_info(f"training {cfg.space.name} ({self.model.num_layers} searchable layers, {millions:.2f}M "
                     f"parameters) with {cfg.method.name} on "
                     f"{cfg.data.dataset} ({len(self.train_set)} images, {self.steps_per_epoch} steps/epoch) "
                     f"on {self.device}{ranks}; fused ops {'compiled' if ops.COMPILED else 'reference'}; "
@@ -532,17 +536,15 @@ class Trainer:
                 return row
             row = {"epoch": epoch, "method": cfg.method.name, **trained}
             row.update(self.end_epoch(epoch))
-            if cfg.run.gv_draws and self.dist.world_size == 1:
-                # after end_epoch: GV of the p and q the next epoch draws from
-                row["gv"] = measure_epoch_gv(self, cfg.run.gv_draws, epoch)["gv"]
+            self._call_hooks("end_of_epoch", epoch, row)
             if self.dist.is_main:
                 self._where = f"writing the checkpoint of epoch {epoch + 1}"
                 self.log.append(row)
                 self.ckpt_manager.save(self.state_dict(epoch + 1))
                 p_text = " ".join(f"{v:.3f}" for v in self.path_sampler.probabilities()[0].tolist())
-                print(f"epoch {epoch + 1}/{cfg.optim.epochs} done: loss {row['train_loss']:.4f} "
-                      f"acc {row['train_acc']:.4f} time {row['epoch_time']:.1f}s p[edge 0] {p_text} "
-                      f"q ess/N {row['q']['ess_fraction']:.3f}", flush=True)
+                _log.info(f"epoch {epoch + 1}/{cfg.optim.epochs} done: loss {row['train_loss']:.4f} "
+                          f"acc {row['train_acc']:.4f} time {row['epoch_time']:.1f}s p[edge 0] {p_text} "
+                          f"q ess/N {row['q']['ess_fraction']:.3f}")
             self._where = f"waiting for rank 0's checkpoint of epoch {epoch + 1}"
             distributed.barrier(self.dist)   # nobody runs ahead of (or exits before) the checkpoint
             if epoch + 1 < cfg.optim.epochs and self._stop is not None and (
