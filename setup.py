@@ -94,7 +94,7 @@ setup(
     name="pada_fast",
     version=VERSION,
     packages=find_packages(include=["pada_fast", "pada_fast.*"]),
-    package_data={"pada_fast": ["data/benchmarks/*"]},
+    package_data={"pada_fast": ["data/ground_truth/*"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

@@ -79,7 +79,7 @@ def cmd_rank(args) -> int:
 
 
 def cmd_build_benchmark(args) -> int:
-    from pada_fast.evaluate.benchmark_builder import build_benchmark
+    from pada_fast.evaluate.table_builder import build_benchmark
     which = args.archs if args.archs in ("all", "distinct") else int(args.archs)
     gt = build_benchmark(_config(args), args.out, which=which, seeds=args.seeds, progress=sys.stderr.isatty(),
                          noise_archs=args.noise_archs)

@@ -1,6 +1,6 @@
 """``pada-fast quickstart``: SPOS and PA&DA supernets on scikit-learn's digits (offline, ships with
 the dependencies), ranked against the small ground-truth table in
-``pada_fast/data/benchmarks/nb201_digits.json`` that pada_fast's own benchmark builder made
+``pada_fast/data/ground_truth/nb201_digits.json`` that pada_fast's own benchmark builder made
 (command in that folder's README). Prints tau (mean ± std over seeds), precision@top-5%/10% and training time per method, and
 whether the difference exceeds the seed spread.
 """
@@ -14,7 +14,7 @@ from pada_fast.config import apply_dict, Config
 from pada_fast.evaluate.rank import rank_supernet
 from pada_fast.train.trainer import Trainer
 
-TABLE = Path(__file__).parent / "data" / "benchmarks" / "nb201_digits.json"
+TABLE = Path(__file__).parent / "data" / "ground_truth" / "nb201_digits.json"
 
 # The table was built with configs/quickstart_digits.yaml (C=4, N=1, digits); the supernet must
 # have the same sizes. Supernets get more epochs than stand-alone nets: each path trains on a

@@ -22,6 +22,7 @@ import torch
 from pada_fast.config import ConfigError, load_config
 from pada_fast import checkpoint
 from pada_fast.train import distributed
+from pada_fast.train.sync_batchnorm import SyncBatchStats, convert_sync_batch_stats
 from pada_fast.train.trainer import Trainer
 
 from train_launch import REPO, child_env, free_port, train_command
@@ -168,8 +169,8 @@ def test_convert_sync_batch_stats_keeps_parameters_and_keys():
                                 torch.nn.BatchNorm2d(4))   # running statistics: left alone
     weight = model[1].weight
     keys = list(model.state_dict())
-    assert distributed.convert_sync_batch_stats(model) == 1
-    assert isinstance(model[1], distributed.SyncBatchStats) and model[1].weight is weight
+    assert convert_sync_batch_stats(model) == 1
+    assert isinstance(model[1], SyncBatchStats) and model[1].weight is weight
     assert isinstance(model[2], torch.nn.BatchNorm2d)
     assert list(model.state_dict()) == keys
     # without a process group it is plain batch-statistics BN
@@ -205,7 +206,7 @@ def _sync_bn_worker(rank, world, port, path):
     ref = {n: p.grad.clone() for n, p in net.named_parameters()}
     out_ref = net(x)
     net.zero_grad()
-    distributed.convert_sync_batch_stats(net)
+    convert_sync_batch_stats(net)
     shard = slice(rank, None, world)           # strided shards, as the trainer's
     out = net(x[shard])
     torch.nn.functional.mse_loss(out, y[shard]).backward()

@@ -8,7 +8,7 @@ import pytest
 import scipy.stats
 
 from pada_fast.cli import main
-from pada_fast.evaluate import benchmark_builder
+from pada_fast.evaluate import table_builder
 from pada_fast.evaluate.ground_truth import read_table
 from pada_fast.quickstart import TABLE
 
@@ -25,7 +25,7 @@ def test_build_benchmark_writes_a_resumable_table(tmp_path, monkeypatch):
     records = [json.loads(line) for line in partial.read_text().splitlines()]
     assert len(records) == 6
     # a second run finds everything done and trains nothing
-    monkeypatch.setattr(benchmark_builder, "train_standalone",
+    monkeypatch.setattr(table_builder, "train_standalone",
                         lambda *a, **k: pytest.fail("finished architectures must not be retrained"))
     assert main(args) == 0
     again = read_table(out)

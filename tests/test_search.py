@@ -12,7 +12,7 @@ import torch
 
 from pada_fast.search.budget import Budget, InfeasibleBudgetError
 from pada_fast.search.cli import add_search_parser, parse_amount
-from pada_fast.search.core import STATE_FILE
+from pada_fast.search.search_run import STATE_FILE
 from pada_fast.search.evolution import evolution_search
 from pada_fast.search.flops import CostTable
 from pada_fast.search.operators import crossover, mutate, random_arch
@@ -221,7 +221,7 @@ def test_train_search_export_end_to_end(space, tmp_path):
     from pada_fast.evaluate.ground_truth import GroundTruth
     from pada_fast.search.export import load_arch, network_from_spec
     from pada_fast.search.flops import network_cost
-    from pada_fast.search.run import run_search
+    from pada_fast.search.supernet_search import run_search
     from pada_fast.spaces.nb201_arch import all_archs, arch_to_str
     from pada_fast.train.trainer import Trainer
 

@@ -227,7 +227,7 @@ def test_nonfinite_steps_are_skipped_counted_and_checkpointed(tmp_path):
 
 
 def test_too_many_consecutive_nonfinite_steps_stop_training(tmp_path):
-    from pada_fast.train.faults import NonFiniteError
+    from pada_fast.train.nonfinite import NonFiniteError
     cfg = small_config(tmp_path, "spos", epochs=1, **{"run.device": "cpu", "run.nonfinite_max_consecutive": 1})
     trainer = Trainer(cfg)
     _poison_steps(trainer, {2, 3})

@@ -81,6 +81,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from pada_fast.files import write_atomic
+
 from . import transforms as T
 from .loader import as_stream
 
@@ -621,9 +623,7 @@ class DaliIndexStreamLoader:
     def _publish(self) -> None:
         """Write the current stream for the DALI epoch about to start."""
         path = os.path.join(self._dir, f"stream_{self._dali_epoch}.npy")
-        tmp = path + ".tmp.npy"
-        np.save(tmp, self._rows)
-        os.replace(tmp, path)
+        write_atomic(path, lambda handle: np.save(handle, self._rows), binary=True)
         old = os.path.join(self._dir, f"stream_{self._dali_epoch - 1}.npy")
         if os.path.exists(old):
             os.remove(old)

@@ -6,7 +6,7 @@ export of the result as an architecture file that rebuilds the stand-alone netwo
 the pieces work on their own too (any object with ``layer_candidates()`` and ``arch_to_str`` is a
 searchable space, any callable a fitness)."""
 from .budget import Budget, InfeasibleBudgetError
-from .core import SearchResult
+from .search_run import SearchResult
 from .evolution import evolution_search
 from .export import arch_spec, load_arch, network_from_spec, save_arch
 from .fitness import GroundTruthLookup, InheritedFitness

@@ -19,7 +19,7 @@ def parse_amount(text: str) -> float:
 def cmd_search(args) -> int:
     import sys
 
-    from pada_fast.search.run import run_search
+    from pada_fast.search.supernet_search import run_search
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Callable
 
 from .budget import Budget, InfeasibleBudgetError
-from .core import SearchResult, SearchRun
+from .search_run import SearchResult, SearchRun
 from .operators import crossover, mutate, random_arch
 
 Arch = tuple[int, ...]

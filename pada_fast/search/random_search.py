@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Callable
 
 from .budget import Budget
-from .core import SearchResult, SearchRun
+from .search_run import SearchResult, SearchRun
 from .operators import random_arch
 
 Arch = tuple[int, ...]

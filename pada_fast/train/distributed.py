@@ -12,7 +12,8 @@ its own shard of the global batch:
 * gradients of the path are averaged with a flat, bucketed all-reduce over the gradients that
   exist (:func:`average_gradients_`): the path is the same on every rank, so the set is the same,
   and only the active path's parameters travel (DDP would all-reduce every candidate's bucket);
-* ``space.sync_bn`` swaps the batch-statistics BatchNorms for :class:`SyncBatchStats`, which
+* ``space.sync_bn`` swaps the batch-statistics BatchNorms for
+  :class:`~pada_fast.train.sync_batchnorm.SyncBatchStats`, which
   normalises over the global batch, so that N ranks x batch b train exactly like one process with
   batch N*b. Without it each rank normalises over its local batch (the usual multi-GPU practice:
   BN statistics over b instead of N*b samples, a slightly different regulariser).
@@ -20,12 +21,7 @@ its own shard of the global batch:
 A rank that raises reports itself (:func:`report_failure`: rank, host, where) and aborts the
 process group; torchrun then stops the other ranks.
 
-Test hook: ``PADA_FAST_FAULT_STEP=k`` (global step, 0-based) with ``PADA_FAST_FAULT_RANK=r``
-(default 0) makes rank r raise at the start of step k. ``PADA_FAST_FAULT_MODE`` picks another fault:
-``hang`` stops responding (to exercise the timeout), ``sigterm`` sends SIGTERM to the process
-(a graceful stop), ``sigstop`` freezes the process (SIGSTOP) so that a test can SIGKILL the whole
-job at exactly that step, launcher and every rank at once, like a lost machine.
-Also works in a single process (rank 0).
+Test hooks that crash, hang or stop a rank at a chosen step: :mod:`.fault_injection`.
 """
 from __future__ import annotations
 
@@ -34,16 +30,12 @@ import hashlib
 import importlib
 import math
 import os
-import signal
 import socket
-import sys
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pada_fast.devices import resolve_device
@@ -324,92 +316,6 @@ def check_consistent(ctx: DistContext, what: str, exact: dict[str, int],
                            "rank must run the same code, config, seed and checkpoint")
 
 
-# -- synchronised batch statistics ---------------------------------------------------------------
-
-class _AllReduceSum(torch.autograd.Function):
-    """Sum over ranks whose backward sums the incoming gradients over ranks too (what the
-    deprecated ``torch.distributed.nn.functional.all_reduce`` does)."""
-
-    @staticmethod
-    def forward(ctx, tensor: torch.Tensor, group=None) -> torch.Tensor:
-        ctx.group = group
-        out = tensor.clone(memory_format=torch.contiguous_format)
-        _dist().all_reduce(out, group=group)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        grad = grad.clone(memory_format=torch.contiguous_format)
-        _dist().all_reduce(grad, group=ctx.group)
-        return grad, None
-
-
-class SyncBatchStats(nn.Module):
-    """BatchNorm over the global batch for batch-statistics BN (``track_running_stats=False``),
-    on any device and backend (torch's ``SyncBatchNorm`` is CUDA-only and keeps running stats).
-
-    In training mode, per-channel sum and sum of squares (accumulated in float64, so
-    ``E[x²] − E[x]²`` loses nothing to cancellation at float32 inputs) and the element count are
-    summed over ranks with an autograd-aware all-reduce,
-    whose backward sums the gradients of the statistics over ranks too: with gradients then
-    averaged over ranks, N ranks x batch b give the gradients of one process with batch N*b.
-    One all-reduce forward and one backward per module call. In eval mode, or without a process
-    group, it normalises over the local batch, like the module it replaced. The affine
-    parameters (if any) are the replaced module's own, so state-dict keys do not change."""
-
-    def __init__(self, bn: nn.modules.batchnorm._BatchNorm, group=None):
-        super().__init__()
-        if bn.track_running_stats:
-            raise ValueError("SyncBatchStats replaces batch-statistics BN only "
-                             "(track_running_stats=False)")
-        self.num_features = bn.num_features
-        self.eps = bn.eps
-        self.affine = bn.affine
-        self.weight = bn.weight if bn.affine else None
-        self.bias = bn.bias if bn.affine else None
-        self.group = group
-
-    def extra_repr(self) -> str:
-        return f"{self.num_features}, eps={self.eps}, affine={self.affine}"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and _initialized() and world_size() > 1):
-            return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
-        C = self.num_features
-        dims = [0] + list(range(2, x.dim()))
-        # fp16/bf16 inputs (autocast): statistics and normalisation in float32, as cuDNN's BN does
-        xf = x if x.dtype in (torch.float32, torch.float64) else x.float()
-        total = torch.cat([xf.sum(dims, dtype=torch.float64), (xf * xf).sum(dims, dtype=torch.float64),
-                           torch.full((1,), x.numel() // C, dtype=torch.float64, device=x.device)])
-        total = _AllReduceSum.apply(total, self.group)
-        count = total[2 * C]
-        mean = total[:C] / count
-        var = (total[C:2 * C] / count - mean * mean).clamp_min(0.0)
-        shape = [1, C] + [1] * (x.dim() - 2)
-        invstd = torch.rsqrt(var + self.eps)
-        y = (xf - mean.to(xf.dtype).view(shape)) * invstd.to(xf.dtype).view(shape)
-        if self.affine:
-            y = y * self.weight.view(shape).to(xf.dtype) + self.bias.view(shape).to(xf.dtype)
-        return y.to(x.dtype)
-
-
-def convert_sync_batch_stats(model: nn.Module, group=None) -> int:
-    """Replace, in place, every ``nn.BatchNorm{1,2,3}d`` with ``track_running_stats=False`` by a
-    :class:`SyncBatchStats`; returns how many were replaced. Running-statistics BN is left alone
-    (on GPUs, ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` serves it)."""
-    targets = [(name, module) for name, module in model.named_modules()
-               if isinstance(module, nn.modules.batchnorm._BatchNorm)
-               and not isinstance(module, nn.SyncBatchNorm) and not module.track_running_stats]
-    lookup = dict(model.named_modules())
-    for name, bn in targets:
-        parent_name, _, child = name.rpartition(".")
-        parent = lookup[parent_name] if parent_name else model
-        replacement = SyncBatchStats(bn, group)
-        replacement.train(bn.training)
-        setattr(parent, child, replacement)
-    return len(targets)
-
-
 # -- failure handling ----------------------------------------------------------------------------
 
 def _looks_like_peer_failure(exc: BaseException) -> bool:
@@ -440,43 +346,3 @@ def report_failure(ctx: DistContext, where: Callable[[], str] = lambda: ""):
                        f"{type(exc).__name__}: {exc}{hint}")
             abort()
         raise
-
-
-@dataclass(frozen=True)
-class Fault:
-    rank: int
-    step: int
-    mode: str = "raise"
-
-
-FAULT_MODES = ("raise", "hang", "sigterm", "sigstop")
-
-
-def fault_from_env() -> Optional[Fault]:
-    """The test hook ``PADA_FAST_FAULT_STEP``/``_RANK``/``_MODE`` (see the module docstring)."""
-    step = os.environ.get("PADA_FAST_FAULT_STEP")
-    if not step:
-        return None
-    mode = os.environ.get("PADA_FAST_FAULT_MODE", "raise")
-    if mode not in FAULT_MODES:
-        raise ValueError(f"PADA_FAST_FAULT_MODE must be one of {', '.join(FAULT_MODES)}, got {mode!r}")
-    return Fault(int(os.environ.get("PADA_FAST_FAULT_RANK", "0")), int(step), mode)
-
-
-def inject_fault(fault: Fault, rank: int, global_step: int) -> None:
-    if fault.rank != rank or fault.step != global_step:
-        return
-    if fault.mode == "hang":
-        _log.warning(f"pada-fast: rank {rank} hangs at step {global_step} (PADA_FAST_FAULT_MODE=hang test hook)")
-        while True:
-            time.sleep(60)
-    if fault.mode == "sigterm":
-        os.kill(os.getpid(), signal.SIGTERM)
-        return
-    if fault.mode == "sigstop":
-        _log.warning(f"pada-fast: rank {rank} stops at step {global_step} (PADA_FAST_FAULT_MODE=sigstop test hook)")
-        sys.stdout.flush()
-        os.kill(os.getpid(), signal.SIGSTOP)
-        return
-    raise RuntimeError(f"injected fault on rank {rank} at step {global_step} "
-                       "(PADA_FAST_FAULT_RANK/PADA_FAST_FAULT_STEP test hook)")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import distributed
+from .fault_injection import inject_fault
 from .logs import use_progress_bar
 
 
@@ -74,13 +74,13 @@ class HookBase:
 
 
 class FaultInjectionHook(HookBase):
-    """Test-only crash and hang injection (``PADA_FAST_FAULT``, see :mod:`.distributed`)."""
+    """Test-only crash and hang injection (``PADA_FAST_FAULT_*``, see :mod:`.fault_injection`)."""
 
     def __init__(self, fault):
         self.fault = fault
 
     def before_step(self, state):
-        distributed.inject_fault(self.fault, self.trainer.dist.rank, state.global_step)
+        inject_fault(self.fault, self.trainer.dist.rank, state.global_step)
 
 
 class ProgressBarHook(HookBase):

@@ -30,10 +30,12 @@ from pada_fast.rng import capture_rng_state, restore_rng_state, seed_everything
 from pada_fast.log import get_logger, set_rank
 
 from . import distributed
-from .faults import NonFiniteGuard
+from .fault_injection import fault_from_env
+from .nonfinite import NonFiniteGuard
 from .signals import GracefulStop
 from .hooks import EpochState, HookBase, default_hooks
 from .logs import EpochLog
+from .sync_batchnorm import convert_sync_batch_stats
 
 
 def dali_augment(data_cfg, train_set) -> str:
@@ -99,7 +101,7 @@ class Trainer:
         if cfg.run.channels_last:
             self.model.to(memory_format=torch.channels_last)
         if cfg.space.sync_bn and self.dist.enabled:
-            if distributed.convert_sync_batch_stats(self.model) == 0 and main:
+            if convert_sync_batch_stats(self.model) == 0 and main:
                 _log.info("warning: space.sync_bn=true but the supernet has no batch-statistics BatchNorm "
                           f"(space.bn_mode={cfg.space.bn_mode}); each rank keeps its own statistics")
         m = cfg.method
@@ -128,7 +130,7 @@ class Trainer:
         self.exit_code = 0
         self._dali = None
         self.hooks: list[HookBase] = []
-        for hook in default_hooks(distributed.fault_from_env()):
+        for hook in default_hooks(fault_from_env()):
             self.register_hook(hook)
         self.log = EpochLog(self.out_dir, cfg.run.tensorboard) if main else None
         self.ckpt_path = self.out_dir / checkpoint.LATEST_NAME

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pada_fast.sampling import ImportanceDataSampler, ImportancePathSampler, UniformDataSampler
-from pada_fast.train.faults import NonFiniteError, NonFiniteGuard, init_momentum_buffers, supports_device_skip
+from pada_fast.train.nonfinite import NonFiniteError, NonFiniteGuard, init_momentum_buffers, supports_device_skip
 from pada_fast.train.signals import GracefulStop
 
 NAN, INF = float("nan"), float("inf")

@@ -17,7 +17,6 @@ Outputs in ``out_dir`` (rewritten after every generation or round, each atomical
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from pada_fast.files import write_json_atomic
+from pada_fast.files import write_atomic, write_json_atomic
 
 from pada_fast.log import get_logger
 
@@ -186,11 +185,7 @@ class SearchRun:
         if self.out_dir is None or not self.records:
             return files
         out = self.out_dir
-        tmp = out / "history.jsonl.tmp"
-        with open(tmp, "w") as f:
-            for r in self.records:
-                f.write(json.dumps(r) + "\n")
-        os.replace(tmp, out / "history.jsonl")
+        write_atomic(out / "history.jsonl", lambda f: f.writelines(json.dumps(r) + "\n" for r in self.records))
         files["history"] = str(out / "history.jsonl")
         top = self.top()
         write_json_atomic(out / "top.json", top, indent=1)
