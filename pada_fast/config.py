@@ -208,6 +208,11 @@ def _type_ok(value: Any, annotation) -> tuple[bool, Any]:
     if annotation is int:
         return isinstance(value, int) and not isinstance(value, bool), value
     if annotation is float:
+        if isinstance(value, str):      # YAML 1.1 reads 1e-3 (no dot) as a string: any float literal counts
+            try:
+                return True, float(value.strip())
+            except ValueError:
+                return False, value
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         return ok, float(value) if ok else value
     if annotation is str:

@@ -64,3 +64,22 @@ def test_shipped_configs_load():
     from pathlib import Path
     for path in sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")):
         load_config(path)
+
+
+@pytest.mark.parametrize("text,value", [("1e-3", 1e-3), ("5E-4", 5e-4), ("2.5e+2", 250.0), (".5", 0.5),
+                                        ("1_000.5", 1000.5), ("3", 3.0)])
+def test_float_fields_accept_every_float_literal(tmp_path, text, value):
+    assert load_config(None, [f"optim.lr={text}"]).optim.lr == value
+    path = tmp_path / "c.yaml"
+    path.write_text(f"optim:\n  lr: {text}\n  weight_decay: {text}\n")
+    cfg = load_config(path)
+    assert cfg.optim.lr == value and cfg.optim.weight_decay == value
+
+
+def test_int_fields_stay_strict_and_bad_floats_are_named():
+    with pytest.raises(ConfigError, match="'optim.epochs' must be int"):
+        load_config(None, ["optim.epochs=1e3"])
+    with pytest.raises(ConfigError, match="'optim.lr' must be float"):
+        load_config(None, ["optim.lr=fast"])
+    with pytest.raises(ConfigError, match="finite"):
+        load_config(None, ["optim.lr=nan"])
