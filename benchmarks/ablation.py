@@ -81,7 +81,8 @@ def main(argv=None):
                 overrides = list(args.set) + [f"{k}={v}" for k, v in VARIANTS[name].items()] + gv + [
                     f"run.seed={seed}", f"run.out_dir={folder}", "run.progress=lines"]
                 cfg = build_config(args.config, overrides)
-                Trainer(cfg, resume=(folder / "checkpoint.pt").exists()).fit()
+                started = (folder / "checkpoint.pt").exists()   # else: a run stopped before its first checkpoint
+                Trainer(cfg, resume=started, overwrite=not started).fit()
                 if args.train_only:
                     continue
                 rank_supernet(folder / "checkpoint.pt", folder / "rank", eval_subset=args.rank_eval_subset,

@@ -40,6 +40,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
+from pada_fast.errors import DiskFullError, is_disk_full
 from pada_fast.files import _fsync_dir, write_atomic
 from pada_fast.log import get_logger
 
@@ -154,7 +155,13 @@ def save_atomic(state: dict, path: str | Path) -> None:
     payload = {"format_version": FORMAT_VERSION,
                **{k: _to_cpu(v) for k, v in state.items() if k not in ("format_version", CHECKSUM_KEY)}}
     payload[CHECKSUM_KEY] = {"sha256": payload_digest(payload)}
-    write_atomic(path, lambda handle: torch.save(payload, handle), binary=True, durable=True)
+    try:
+        write_atomic(path, lambda handle: torch.save(payload, handle), binary=True, durable=True)
+    except (OSError, RuntimeError) as exc:
+        if not is_disk_full(exc):
+            raise
+        raise DiskFullError(f"no space left on {path.parent} (or a file-size limit) while "
+                            f"writing {path.name}; {path.name} was not written") from None
 
 
 def load(path: str | Path, map_location="cpu", verify: bool = True) -> dict:
@@ -333,7 +340,14 @@ class CheckpointManager:
         make it ``checkpoint.pt``, and prune to the newest ``keep_last``. Returns its path."""
         epoch, step = int(state["epoch"]), int(state.get("step", 0))
         path = self.out_dir / checkpoint_name(epoch, step)
-        save_atomic({**state, "step": step}, path)
+        try:
+            save_atomic({**state, "step": step}, path)
+        except DiskFullError:
+            newest = self.checkpoints()
+            intact = (f"the previous checkpoint {newest[0][2]} is intact" if newest
+                      else "no earlier checkpoint of this run exists")
+            raise DiskFullError(f"no space left on {self.out_dir} (or a file-size limit) while "
+                                f"writing {path.name}; {intact}; free space and resume") from None
         self._publish_latest(path)
         self.prune()
         return path
@@ -398,12 +412,22 @@ class CheckpointManager:
                 return self._chosen(self.latest_path, latest_state, failures)
             state = attempt(path)
             if state is not None:
+                if latest_state is not None and latest_state.get(CHECKSUM_KEY) != state.get(CHECKSUM_KEY):
+                    self._set_aside_latest(latest_key, path)   # not a copy of the file resumed from
                 return self._chosen(path, state, failures)
         if latest_state is not None:
             return self._chosen(self.latest_path, latest_state, failures)
         if failures:
             raise CorruptCheckpoint(f"no usable checkpoint in {self.out_dir}: " + "; ".join(failures))
         return None
+
+    def _set_aside_latest(self, key: tuple[int, int], chosen: Path) -> None:
+        """``checkpoint.pt`` is a separate file no newer than ``chosen``: it is not used, and the
+        next save would replace it, so it is renamed aside first and the log says so."""
+        aside = self.latest_path.with_name(f"{LATEST_NAME}.not-used-{uuid.uuid4().hex[:8]}")
+        os.replace(self.latest_path, aside)
+        self.log(f"{self.latest_path} is not used: it is a separate file at epoch {key[0]} step {key[1]}, "
+                 f"not newer than {chosen.name}, which is resumed from; it is kept as {aside.name}")
 
     def _chosen(self, path: Path, state: dict, failures: list[str]) -> tuple[Path, dict]:
         if failures:

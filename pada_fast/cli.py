@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
+from pathlib import Path
 
 
 def cmd_info(args) -> int:
@@ -48,7 +51,7 @@ def cmd_train(args) -> int:
     def train() -> int:
         from pada_fast.train.trainer import Trainer
         try:
-            trainer = Trainer(_config(args), resume=args.resume)
+            trainer = Trainer(_config(args), resume=args.resume, overwrite=args.overwrite)
             result = trainer.fit()
         finally:
             distributed.teardown()
@@ -101,7 +104,13 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pada-fast", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="pada-fast", description=__doc__,
+        epilog="exit codes: 0 done, 2 configuration, 3 data, 4 checkpoint, 5 ground truth, 6 numeric "
+               "(non-finite training), 7 disk (no space left), 8 distributed, 1 anything else; "
+               "128+N after signal N stopped training (a checkpoint was written)")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of a failure too (also PADA_FAST_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("info", help="versions, compiled kernels and devices")
@@ -110,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a supernet (spos, pa, da, pada)")
     _add_config_args(p)
     p.add_argument("--resume", action="store_true", help="continue from run.out_dir/checkpoint.pt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="run.out_dir holds a run: move it aside (to <out_dir>.old-<time>) and start anew")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("rank", help="rank sub-models of a trained supernet against ground truth")
@@ -158,12 +169,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from pada_fast.config import ConfigError
+    debug = args.debug or os.environ.get("PADA_FAST_DEBUG", "") not in ("", "0")
     try:
         return args.func(args)
-    except ConfigError as exc:
-        print(f"pada-fast: configuration error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("pada-fast: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:       # one line per failure; the traceback only on request
+        from pada_fast.errors import classify, one_line
+        if debug:
+            traceback.print_exc()
+        kind, code = classify(exc)
+        where = ""
+        if code == 1:
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            where = (f" ({type(exc).__name__} at {Path(frame.filename).name}:{frame.lineno}"
+                     f"{'' if debug else '; --debug shows the traceback'})")
+        print(f"pada-fast: {kind} error: {one_line(exc)}{where}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -10,9 +10,13 @@ import json
 import statistics
 from pathlib import Path
 
+from pada_fast.checkpoint import CheckpointError
 from pada_fast.config import apply_dict, Config
 from pada_fast.evaluate.rank import rank_supernet
+from pada_fast.log import get_logger
 from pada_fast.train.trainer import Trainer
+
+_log = get_logger(__name__)
 
 TABLE = Path(__file__).parent / "data" / "ground_truth" / "nb201_digits.json"
 
@@ -61,6 +65,23 @@ def verdict(rows: list[dict]) -> str:
             f"(largest std {spread:.3f}): not beyond seed noise at this budget")
 
 
+def _train(cfg: Config, run_dir: Path) -> dict:
+    """Train, or continue an earlier quickstart's run of the same settings (a finished one trains
+    nothing more); an earlier run with other settings is moved aside (``<run>.old-<time>``)."""
+    if (run_dir / "checkpoint.pt").exists():
+        try:
+            return Trainer(cfg, resume=True).fit()
+        except CheckpointError as exc:
+            _log.info(f"{run_dir} holds a quickstart run with other settings ({str(exc)[:120]}...); "
+                      "moving it aside")
+    return Trainer(cfg, overwrite=True).fit()
+
+
+def _train_seconds(run_dir: Path) -> float:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return float(sum(r["epoch_time"] for r in rows))
+
+
 def run_quickstart(out: str | Path = "runs/quickstart", epochs: int | None = None,
                    threads: int | None = None, progress: bool = False, seeds: int = 3) -> list[dict]:
     out = Path(out)
@@ -68,9 +89,10 @@ def run_quickstart(out: str | Path = "runs/quickstart", epochs: int | None = Non
     for seed in range(seeds):
         for method in METHODS:
             cfg = quickstart_config(method, out, epochs, threads, seed)
-            result = Trainer(cfg).fit()
-            metrics = rank_supernet(result["checkpoint"], Path(cfg.run.out_dir) / "rank", progress=progress)
-            rows.append({"method": method, "seed": seed, "train_time": result["train_time"], **metrics})
+            run_dir = Path(cfg.run.out_dir)
+            result = _train(cfg, run_dir)
+            metrics = rank_supernet(result["checkpoint"], run_dir / "rank", progress=progress, resume=True)
+            rows.append({"method": method, "seed": seed, "train_time": _train_seconds(run_dir), **metrics})
     print()
     print(f"NAS-Bench-201 (C=4, N=1) supernets on digits, {rows[0]['num_archs']} architectures ranked "
           f"on {rows[0]['eval_images']} test images against {TABLE.name}, seeds 0-{seeds - 1}")

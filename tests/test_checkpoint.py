@@ -346,3 +346,33 @@ def test_rng_state_round_trip():
 def test_device_tensors_are_stored_on_the_cpu(tmp_path):
     checkpoint.save_atomic({"w": torch.ones(3, device="cuda")}, tmp_path / "ck.pt")
     assert torch.load(tmp_path / "ck.pt", weights_only=False)["w"].device.type == "cpu"
+
+
+def test_a_foreign_file_copied_over_checkpoint_pt_is_named_and_kept(tmp_path):
+    logs = []
+    manager = CheckpointManager(tmp_path, keep_last=2, log=logs.append)
+    for step in (5, 10):
+        manager.save(make_state(epoch=1, step=step, seed=step))
+    (tmp_path / "checkpoint.pt").unlink()
+    foreign = tmp_path / "elsewhere.pt"
+    checkpoint.save_atomic(make_state(epoch=0, step=3, seed=99), foreign)
+    (tmp_path / "checkpoint.pt").write_bytes(foreign.read_bytes())     # another run's file copied in
+    original = foreign.read_bytes()
+    path, state = manager.latest_valid()
+    assert path.name == "checkpoint-e0001-s000010.pt"
+    assert any("checkpoint.pt is not used" in line and "epoch 0 step 3" in line for line in logs), logs
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("checkpoint.pt.not-used-")]
+    assert len(kept) == 1 and kept[0].read_bytes() == original
+    manager.save(make_state(epoch=1, step=15, seed=1))                  # the next save loses nothing
+    assert kept[0].read_bytes() == original
+
+
+def test_a_copy_of_the_newest_file_is_not_reported(tmp_path):
+    logs = []
+    manager = CheckpointManager(tmp_path, keep_last=2, log=logs.append)
+    manager.save(make_state(epoch=1, step=5, seed=5))
+    newest = tmp_path / "checkpoint-e0001-s000005.pt"
+    (tmp_path / "checkpoint.pt").unlink()
+    (tmp_path / "checkpoint.pt").write_bytes(newest.read_bytes())        # a copy, as without hard links
+    assert manager.latest_valid()[0] in (newest, tmp_path / "checkpoint.pt")
+    assert logs == [] and (tmp_path / "checkpoint.pt").exists()

@@ -115,7 +115,7 @@ def test_skip_policy_through_the_trainer_reports_and_writes_the_list(tmp_path, c
             "run.progress=lines"]
     with pytest.raises(ValueError, match="bad.png"):
         Trainer(load_config(None, sets)).fit()
-    trainer = Trainer(load_config(None, sets + ["data.bad_files=skip"]))
+    trainer = Trainer(load_config(None, sets + ["data.bad_files=skip"]), overwrite=True)   # the failed run is moved aside
     assert len(trainer.train_set) == 16
     assert "skipped 1 bad file(s) of cifar10_folder train" in capsys.readouterr().err
     assert "bad.png: unreadable" in (tmp_path / "run" / "skipped_files.txt").read_text()

@@ -233,3 +233,23 @@ def test_too_many_consecutive_nonfinite_steps_stop_training(tmp_path):
     _poison_steps(trainer, {2, 3})
     with pytest.raises(NonFiniteError, match="2 consecutive"):
         trainer.fit()
+
+
+def test_skipped_steps_do_not_count_in_the_logged_averages(tmp_path):
+    from pada_fast.train.hooks import HookBase
+    cfg = small_config(tmp_path, "spos", epochs=1, **{"run.device": "cpu", "data.train_subset": 256})
+    trainer = Trainer(cfg)
+    assert trainer.steps_per_epoch == 4
+    _poison_steps(trainer, {1, 2, 3})          # only step 0 is finite
+
+    class FirstStep(HookBase):
+        def after_step(self, state):
+            if state.step == 0:
+                self.loss, self.correct = state.loss_sum.item() / state.seen, state.correct.item() / state.seen
+
+    first = trainer.register_hook(FirstStep())
+    trainer.fit()
+    row = json.loads((tmp_path / "spos" / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["nonfinite_skipped"] == 3 and row["images"] == 256
+    assert row["train_loss"] == pytest.approx(first.loss, rel=1e-6)
+    assert row["train_acc"] == pytest.approx(first.correct, rel=1e-6)

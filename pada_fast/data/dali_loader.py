@@ -81,6 +81,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from pada_fast.errors import DataError
 from pada_fast.files import write_atomic
 
 from . import transforms as T
@@ -137,7 +138,7 @@ def sample_seeds(seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
 # The external-source callback (runs in the DALI worker processes)
 
 
-class UnreadableImageError(ValueError):
+class UnreadableImageError(DataError):
     """An image file that cannot be read or decoded; the message names the file."""
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from pada_fast.errors import DataError
 from pada_fast.log import get_logger
 
 from . import transforms as T
@@ -116,9 +117,9 @@ class ImageFolderDataset(ImageDataset):
                  subset_mode: str = "stratified",
                  seed: int = 0, extensions: Sequence[str] = IMAGE_EXTENSIONS, bad_files: str = "error"):
         if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
+            raise DataError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
         if bad_files not in BAD_FILE_POLICIES:
-            raise ValueError(f"bad_files must be one of {', '.join(BAD_FILE_POLICIES)}, got {bad_files!r}")
+            raise DataError(f"bad_files must be one of {', '.join(BAD_FILE_POLICIES)}, got {bad_files!r}")
         self.root = os.fspath(root)
         self.transform = transform
         self.in_channels = channels
@@ -146,7 +147,7 @@ class ImageFolderDataset(ImageDataset):
         failures = self._unreadable()
         self.skipped += [f"{self.paths[i]}: unreadable ({why})" for i, why in failures.items()]
         if len(failures) == len(self):
-            raise ValueError(f"no readable image under {self.root}: all {len(self)} selected files failed to "
+            raise DataError(f"no readable image under {self.root}: all {len(self)} selected files failed to "
                              f"decode (first: {self.skipped[-1]})")
         if failures:
             self._take(np.asarray([i for i in range(len(self)) if i not in failures], dtype=np.int64))
@@ -160,7 +161,7 @@ class ImageFolderDataset(ImageDataset):
         try:
             return decode_image_file(path, self.in_channels)
         except (RuntimeError, OSError, ValueError) as err:
-            raise ValueError(f"cannot read image {path} (dataset index {index}): {err}. Replace or "
+            raise DataError(f"cannot read image {path} (dataset index {index}): {err}. Replace or "
                              "remove the file (run ImageFolderDataset.verify() to list every "
                              "unreadable one)") from err
 
@@ -170,7 +171,7 @@ class ImageFolderDataset(ImageDataset):
         if failures:
             listing = "\n  ".join(failures[:20])
             more = f"\n  ... and {len(failures) - 20} more" if len(failures) > 20 else ""
-            raise ValueError(f"{len(failures)} unreadable image(s) under {self.root}:\n  "
+            raise DataError(f"{len(failures)} unreadable image(s) under {self.root}:\n  "
                              f"{listing}{more}")
 
 
@@ -187,11 +188,11 @@ def _scan_image_folder(root: str, extensions: tuple[str, ...], limit_per_class: 
         raise NotADirectoryError(f"image folder root {root} is a file, not a directory of class "
                                  "folders")
     if limit_per_class is not None and limit_per_class < 1:
-        raise ValueError(f"limit_per_class must be >= 1, got {limit_per_class}")
+        raise DataError(f"limit_per_class must be >= 1, got {limit_per_class}")
     with os.scandir(root) as entries:
         classes = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
     if not classes:
-        raise ValueError(f"no class folders in {root}; expected root/<class>/<image>.jpg "
+        raise DataError(f"no class folders in {root}; expected root/<class>/<image>.jpg "
                          "(images directly under root are not supported: put them in one "
                          "folder per class)")
     paths, targets, foreign = [], [], []
@@ -202,7 +203,7 @@ def _scan_image_folder(root: str, extensions: tuple[str, ...], limit_per_class: 
         images = [n for n in names if n.lower().endswith(extensions)]
         foreign.extend(os.path.join(folder, n) for n in names if not n.lower().endswith(extensions))
         if not images:
-            raise ValueError(f"class folder {folder} (class '{name}') holds no images with "
+            raise DataError(f"class folder {folder} (class '{name}') holds no images with "
                              f"extensions {', '.join(extensions)}; add images or remove the folder")
         if limit_per_class is not None:
             images = images[:limit_per_class]
@@ -211,7 +212,7 @@ def _scan_image_folder(root: str, extensions: tuple[str, ...], limit_per_class: 
     if foreign and foreign_is_error:
         listing = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5
                                             else "")
-        raise ValueError(f"{len(foreign)} non-image file(s) in the class folders of {root}: "
+        raise DataError(f"{len(foreign)} non-image file(s) in the class folders of {root}: "
                          f"{listing}. Move them out of the tree, or pass extensions=... if they "
                          "are images, or set data.bad_files=skip to leave them out")
     return classes, paths, targets, foreign
@@ -230,14 +231,14 @@ class ArrayDataset(ImageDataset):
         if images.ndim == 3:
             images = images[..., None]
         if images.ndim != 4:
-            raise ValueError(f"images must be [N, H, W] or [N, H, W, C], got shape {images.shape}")
+            raise DataError(f"images must be [N, H, W] or [N, H, W, C], got shape {images.shape}")
         if labels.ndim != 1 or len(labels) != len(images):
-            raise ValueError(f"need one label per image: {len(images)} images but labels have shape "
+            raise DataError(f"need one label per image: {len(images)} images but labels have shape "
                              f"{labels.shape}")
         if len(images) == 0:
-            raise ValueError("ArrayDataset needs at least one image")
+            raise DataError("ArrayDataset needs at least one image")
         if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
-            raise ValueError(f"labels must be non-negative integers, got dtype {labels.dtype} and "
+            raise DataError(f"labels must be non-negative integers, got dtype {labels.dtype} and "
                              f"minimum {labels.min()}")
         self.transform = transform
         # Stored CHW so read_image is a view, no per-sample permute/copy.
@@ -248,7 +249,7 @@ class ArrayDataset(ImageDataset):
         if classes is None:
             classes = [str(i) for i in range(num_classes)]
         elif len(classes) < num_classes:
-            raise ValueError(f"{len(classes)} class names given but labels go up to "
+            raise DataError(f"{len(classes)} class names given but labels go up to "
                              f"{num_classes - 1}")
         self.classes = list(classes)
 
@@ -270,7 +271,7 @@ def load_fashion_mnist(root: str | os.PathLike = DEFAULT_FASHION_MNIST_ROOT, tra
     labels = _find_idx(root, f"{prefix}-labels-idx1-ubyte")
     pixels, targets = read_idx(images), read_idx(labels)
     if pixels.ndim != 3 or targets.ndim != 1 or len(pixels) != len(targets):
-        raise ValueError(f"Fashion-MNIST files disagree: {images} has shape {pixels.shape}, "
+        raise DataError(f"Fashion-MNIST files disagree: {images} has shape {pixels.shape}, "
                          f"{labels} has shape {targets.shape}; expected [N, 28, 28] and [N]")
     return ArrayDataset(pixels, targets, transform, classes=FASHION_MNIST_CLASSES)
 
@@ -305,7 +306,7 @@ def load_digits_dataset(split: str = "train", seed: int = 0, test_size: int = 50
     if split == "all":
         return ArrayDataset(images, labels, transform)
     if split not in SPLITS:
-        raise ValueError(f"digits split must be 'train', 'test' or 'all', got {split!r}")
+        raise DataError(f"digits split must be 'train', 'test' or 'all', got {split!r}")
     train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=test_size,
                                            random_state=seed, stratify=labels)
     chosen = np.sort(train_idx if split == "train" else test_idx)
@@ -324,7 +325,7 @@ def load_torchvision_cifar(root: str | os.PathLike, train: bool = True, download
 
     kinds = {"cifar10": tv.CIFAR10, "cifar100": tv.CIFAR100}
     if name not in kinds:
-        raise ValueError(f"name must be 'cifar10' or 'cifar100', got {name!r}")
+        raise DataError(f"name must be 'cifar10' or 'cifar100', got {name!r}")
     try:
         data = kinds[name](os.fspath(root), train=train, download=download)
     except RuntimeError as err:
@@ -377,11 +378,11 @@ def build_dataset(name: str, root: Optional[str | os.PathLike] = None, split: st
     (image folders only); what was skipped is printed to stderr and kept in ``dataset.skipped``.
     """
     if name not in DATASET_NAMES:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
     if split not in SPLITS:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise DataError(f"split must be 'train' or 'test', got {split!r}")
     if root is None and name not in ("digits", "fashion_mnist"):
-        raise ValueError(f"dataset {name!r} needs root= (the directory holding its files)")
+        raise DataError(f"dataset {name!r} needs root= (the directory holding its files)")
     train = split == "train"
     if name == "cifar10_folder":
         folder = os.path.join(os.fspath(root), split)

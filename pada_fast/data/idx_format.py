@@ -6,6 +6,8 @@ import os
 
 import numpy as np
 
+from pada_fast.errors import DataError
+
 _GZIP_MAGIC = b"\x1f\x8b"
 _UINT8_TYPE_CODE = 0x08
 
@@ -21,23 +23,23 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         with opener(path, "rb") as handle:
             raw = handle.read()
     except (OSError, EOFError) as err:
-        raise ValueError(f"cannot read IDX file {path}: {err}; the download may be truncated, "
+        raise DataError(f"cannot read IDX file {path}: {err}; the download may be truncated, "
                          "fetch it again") from err
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise ValueError(f"{path} is not an IDX file (its first bytes are {raw[:4]!r}, expected "
+        raise DataError(f"{path} is not an IDX file (its first bytes are {raw[:4]!r}, expected "
                          "0x00 0x00 <type> <ndim>)")
     type_code, ndim = raw[2], raw[3]
     if type_code != _UINT8_TYPE_CODE:
-        raise ValueError(f"{path}: IDX element type 0x{type_code:02x} is not supported (only uint8, "
+        raise DataError(f"{path}: IDX element type 0x{type_code:02x} is not supported (only uint8, "
                          "0x08, as in MNIST and Fashion-MNIST)")
     header_end = 4 + 4 * ndim
     if len(raw) < header_end:
-        raise ValueError(f"{path}: IDX header promises {ndim} dimensions but the file ends early")
+        raise DataError(f"{path}: IDX header promises {ndim} dimensions but the file ends early")
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     expected = int(np.prod(shape, dtype=np.int64))
     body = len(raw) - header_end
     if body != expected:
-        raise ValueError(f"{path}: IDX header says shape {shape} ({expected} bytes) but the file has "
+        raise DataError(f"{path}: IDX header says shape {shape} ({expected} bytes) but the file has "
                          f"{body} data bytes; the file is truncated or corrupt, fetch it again")
     return np.frombuffer(raw, dtype=np.uint8, offset=header_end).reshape(shape).copy()
 

@@ -15,6 +15,7 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
+from pada_fast.errors import GroundTruthError
 from pada_fast.files import write_atomic
 
 NATS_COLUMNS = {
@@ -50,28 +51,28 @@ class GroundTruth:
         self._indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         where = f" in {source}" if source else ""
         if not (len(self._archs) == len(self._accuracies) == len(self._indices)):
-            raise ValueError(f"ground truth{where}: {len(self._archs)} architectures, "
+            raise GroundTruthError(f"ground truth{where}: {len(self._archs)} architectures, "
                              f"{len(self._accuracies)} accuracies and {len(self._indices)} indices; "
                              "they must be equally many")
         if not self._archs:
-            raise ValueError(f"ground truth{where} holds no architectures")
+            raise GroundTruthError(f"ground truth{where} holds no architectures")
         bad = np.flatnonzero(~np.isfinite(self._accuracies))
         if bad.size:
             i = int(bad[0])
-            raise ValueError(f"ground truth{where}: accuracy of {self._archs[i]} (index "
+            raise GroundTruthError(f"ground truth{where}: accuracy of {self._archs[i]} (index "
                              f"{self._indices[i]}) is {self._accuracies[i]}, not a finite number")
         self._position_of_arch: dict[str, int] = {}
         for pos, arch in enumerate(self._archs):
             first = self._position_of_arch.setdefault(arch, pos)
             if first != pos:
-                raise ValueError(f"ground truth{where}: architecture {arch} appears twice (index "
+                raise GroundTruthError(f"ground truth{where}: architecture {arch} appears twice (index "
                                  f"{self._indices[first]} and index {self._indices[pos]}); each "
                                  "architecture must have one accuracy")
         self._position_of_index: dict[int, int] = {}
         for pos, index in enumerate(self._indices.tolist()):
             first = self._position_of_index.setdefault(index, pos)
             if first != pos:
-                raise ValueError(f"ground truth{where}: benchmark index {index} is used by both "
+                raise GroundTruthError(f"ground truth{where}: benchmark index {index} is used by both "
                                  f"{self._archs[first]} and {self._archs[pos]}")
 
     # -- lookups -------------------------------------------------------------------------------
@@ -152,7 +153,7 @@ class GroundTruth:
         """
         total = len(self)
         if not 1 <= n <= total:
-            raise ValueError(f"subset size must be between 1 and {total}, got {n}")
+            raise GroundTruthError(f"subset size must be between 1 and {total}, got {n}")
         order = np.lexsort((self._indices, self._accuracies))
         bounds = (np.arange(n + 1, dtype=np.int64) * total) // n
         rng = np.random.default_rng(seed)
@@ -171,7 +172,7 @@ class GroundTruth:
         path = os.fspath(path)
         suffix = os.path.splitext(path)[1].lower()
         if suffix not in (".json", ".csv"):
-            raise ValueError(f"cannot write {path}: use a .json or .csv file name")
+            raise GroundTruthError(f"cannot write {path}: use a .json or .csv file name")
         records = [{"arch": a, "accuracy": float(acc), "index": int(i)}
                    for a, acc, i in zip(self._archs, self._accuracies, self._indices)]
         if extra is not None and suffix == ".json":
@@ -193,13 +194,13 @@ class GroundTruth:
 # -- readers -----------------------------------------------------------------------------------
 def _number(value, where: str) -> float:
     if isinstance(value, bool):
-        raise ValueError(f"{where}: accuracy is {value!r}, not a number")
+        raise GroundTruthError(f"{where}: accuracy is {value!r}, not a number")
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{where}: accuracy is {value!r}, not a number") from None
+        raise GroundTruthError(f"{where}: accuracy is {value!r}, not a number") from None
     if not math.isfinite(number):
-        raise ValueError(f"{where}: accuracy is {value!r}, not a finite number")
+        raise GroundTruthError(f"{where}: accuracy is {value!r}, not a finite number")
     return number
 
 
@@ -216,13 +217,13 @@ def _index(value, where: str) -> int:
         except ValueError:
             number = None
     if number is None or not -2**63 <= number < 2**63:
-        raise ValueError(f"{where}: index {value!r} is not an integer within int64")
+        raise GroundTruthError(f"{where}: index {value!r} is not an integer within int64")
     return number
 
 
 def _check_dataset(dataset: str) -> None:
     if dataset not in NATS_COLUMNS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(NATS_COLUMNS)}")
+        raise GroundTruthError(f"unknown dataset {dataset!r}; choose one of {', '.join(NATS_COLUMNS)}")
 
 
 def read_nats_csv(path: str | os.PathLike, dataset: str = "cifar10") -> GroundTruth:
@@ -236,13 +237,13 @@ def read_nats_csv(path: str | os.PathLike, dataset: str = "cifar10") -> GroundTr
         reader = csv.DictReader(handle)
         missing = [c for c in (column, NATS_ARCH_COLUMN) if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{path} lacks column(s) {', '.join(missing)} (it has "
+            raise GroundTruthError(f"{path} lacks column(s) {', '.join(missing)} (it has "
                              f"{', '.join(reader.fieldnames or [])}); is it the NATS-Bench export?")
         for row_number, row in enumerate(reader):
             where = f"{path} row {row_number} (line {row_number + 2}), column {column}"
             arch = (row[NATS_ARCH_COLUMN] or "").strip()
             if not arch:
-                raise ValueError(f"{path} row {row_number} (line {row_number + 2}) has no "
+                raise GroundTruthError(f"{path} row {row_number} (line {row_number + 2}) has no "
                                  f"{NATS_ARCH_COLUMN}")
             archs.append(arch)
             accuracies.append(_number(row[column], where))
@@ -259,21 +260,21 @@ def read_table(path: str | os.PathLike) -> GroundTruth:
             try:
                 data = json.load(handle)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{path} is not valid JSON: {err}") from err
+                raise GroundTruthError(f"{path} is not valid JSON: {err}") from err
         meta = None
         if isinstance(data, dict) and set(data) == {"meta", "records"}:
             meta, data = data["meta"], data["records"]
             if not isinstance(meta, dict):
-                raise ValueError(f"{path}: 'meta' must be an object, found {type(meta).__name__}")
+                raise GroundTruthError(f"{path}: 'meta' must be an object, found {type(meta).__name__}")
         if isinstance(data, dict):
             empty = [a for a in data if not a.strip()]
             if empty:
-                raise ValueError(f"{path} maps an empty architecture name to {data[empty[0]]!r}")
+                raise GroundTruthError(f"{path} maps an empty architecture name to {data[empty[0]]!r}")
             archs = [a.strip() for a in data]
             accuracies = [_number(v, f"{path} entry {a!r}") for a, v in data.items()]
             return GroundTruth(archs, accuracies, source=path)
         if not isinstance(data, list):
-            raise ValueError(f"{path} must hold an object {{arch: accuracy}} or a list of "
+            raise GroundTruthError(f"{path} must hold an object {{arch: accuracy}} or a list of "
                              f"records, found {type(data).__name__}")
         records = data
     elif suffix == ".csv":
@@ -281,7 +282,7 @@ def read_table(path: str | os.PathLike) -> GroundTruth:
             reader = csv.DictReader(handle)
             missing = [c for c in ("arch", "accuracy") if c not in (reader.fieldnames or [])]
             if missing:
-                raise ValueError(f"{path} lacks column(s) {', '.join(missing)} (it has "
+                raise GroundTruthError(f"{path} lacks column(s) {', '.join(missing)} (it has "
                                  f"{', '.join(reader.fieldnames or [])}); a table needs a header "
                                  "'arch,accuracy' and optionally 'index'")
             records = list(reader)
@@ -291,7 +292,7 @@ def read_table(path: str | os.PathLike) -> GroundTruth:
             with open(sidecar) as handle:
                 meta = json.load(handle)
     else:
-        raise ValueError(f"cannot read {path} as a table: use .json or .csv")
+        raise GroundTruthError(f"cannot read {path} as a table: use .json or .csv")
     table = _from_records(records, path)
     table.meta = dict(meta or {})
     return table
@@ -301,9 +302,9 @@ def _from_records(records: list, path: str) -> GroundTruth:
     archs, accuracies, indices = [], [], []
     for row, record in enumerate(records):
         if not isinstance(record, dict) or "arch" not in record or "accuracy" not in record:
-            raise ValueError(f"{path} record {row} is {record!r}; each needs 'arch' and 'accuracy'")
+            raise GroundTruthError(f"{path} record {row} is {record!r}; each needs 'arch' and 'accuracy'")
         if not isinstance(record["arch"], str) or not record["arch"].strip():
-            raise ValueError(f"{path} record {row} has 'arch' {record['arch']!r}; it must be a non-empty string")
+            raise GroundTruthError(f"{path} record {row} has 'arch' {record['arch']!r}; it must be a non-empty string")
         arch = record["arch"].strip()
         archs.append(arch)
         accuracies.append(_number(record["accuracy"], f"{path} record {row} ({arch})"))
@@ -312,7 +313,7 @@ def _from_records(records: list, path: str) -> GroundTruth:
     given = [i is not None for i in indices]
     if any(given) and not all(given):
         row = given.index(False) if given[0] else given.index(True)
-        raise ValueError(f"{path}: some records have an 'index' and some do not (first differing "
+        raise GroundTruthError(f"{path}: some records have an 'index' and some do not (first differing "
                          f"record {row}); give every record an index or none")
     if all(given):
         indices = [_index(i, f"{path} record {row}") for row, i in enumerate(indices)]
@@ -353,9 +354,9 @@ def load_ground_truth(path: str | os.PathLike, dataset: str = "cifar10") -> Grou
     try:
         return _load_ground_truth(path, dataset)
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{os.fspath(path)} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise GroundTruthError(f"{os.fspath(path)} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except csv.Error as exc:
-        raise ValueError(f"{os.fspath(path)} is not a readable CSV table: {exc}") from None
+        raise GroundTruthError(f"{os.fspath(path)} is not a readable CSV table: {exc}") from None
 
 
 def _load_ground_truth(path: str | os.PathLike, dataset: str = "cifar10") -> GroundTruth:
@@ -378,11 +379,11 @@ def _load_ground_truth(path: str | os.PathLike, dataset: str = "cifar10") -> Gro
             truth = read_table(path)
             truth.dataset = dataset
             return truth
-        raise ValueError(f"{path}: unrecognised CSV header {header}; expected the NATS-Bench "
+        raise GroundTruthError(f"{path}: unrecognised CSV header {header}; expected the NATS-Bench "
                          f"export ({NATS_ARCH_COLUMN}, ...) or a table 'arch,accuracy[,index]'")
     if suffix == ".json":
         truth = read_table(path)
         truth.dataset = dataset
         return truth
-    raise ValueError(f"cannot tell how to read {path}: expected the NATS-Bench CSV, a .json/.csv "
+    raise GroundTruthError(f"cannot tell how to read {path}: expected the NATS-Bench CSV, a .json/.csv "
                      f"table, or the NAS-Bench-201 file ({', '.join(NB201_API_SUFFIXES)})")

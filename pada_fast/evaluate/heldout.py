@@ -7,10 +7,12 @@ size; the description of all of it goes into each output's ``metrics.json``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from pada_fast.data.datasets import build_split
+from pada_fast.errors import DataError
 
 from .inherited import evaluation_order, fixed_batches, order_digest
 
@@ -55,8 +57,12 @@ def load_heldout(cfg, state: dict, device: torch.device, *, data_root: str | Non
     split = split or d.eval_split
     subset = d.eval_subset if subset == -1 else subset
     batch_size = batch_size or d.eval_batch_size
+    root = data_root or d.root
+    if root and not Path(root).exists():
+        raise DataError(f"the {d.dataset} data the run was trained on is not at {root} any more; "
+                        "pass --data-root with its new location")
     dataset = build_split(d, split, subset=subset, root=data_root)
-    where = f"the {split} split of {d.dataset} at {data_root or d.root or '(bundled)'}"
+    where = f"the {split} split of {d.dataset} at {root or '(bundled)'}"
     check_classes(state.get("classes"), int(state["num_classes"]), dataset, where)
     order = evaluation_order(dataset, d.split_seed)
     batches = fixed_batches(dataset, batch_size, device, order=order, channels_last=channels_last)

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pada_fast.errors import GroundTruthError
+
 from .ground_truth import GroundTruth
 
 
@@ -53,7 +55,7 @@ def parse_archs(table: GroundTruth, supernet) -> list[tuple]:
             archs.append(tuple(int(g) for g in supernet.str_to_arch(text)))
         except (ValueError, KeyError, IndexError, TypeError) as err:
             where = table.source or "the ground truth"
-            raise ValueError(f"{where} row {row} (benchmark index {int(indices[row])}): architecture "
+            raise GroundTruthError(f"{where} row {row} (benchmark index {int(indices[row])}): architecture "
                              f"{text!r} is not a valid {supernet.space_name} architecture ({err}); fix "
                              "or remove that row") from None
     return archs
@@ -71,7 +73,7 @@ def select(spec: str, truth: GroundTruth, supernet, seed: int = 0) -> Selection:
         try:
             n = int(text)
         except ValueError:
-            raise ValueError(f"--archs {spec}: N must be an integer, e.g. stratified:1000") from None
+            raise GroundTruthError(f"--archs {spec}: N must be an integer, e.g. stratified:1000") from None
         if n >= len(truth):
             return _plain("all", f"all {len(truth)} architectures of the table (stratified:{n} "
                           "covers the whole table)", truth, supernet)
@@ -80,7 +82,7 @@ def select(spec: str, truth: GroundTruth, supernet, seed: int = 0) -> Selection:
                       f"{seed}", subset, supernet, extra={"seed": seed})
     if os.path.isfile(spec):
         return _from_file(spec, truth, supernet)
-    raise ValueError(f"--archs {spec!r}: expected all, unique, stratified:N or an existing file "
+    raise GroundTruthError(f"--archs {spec!r}: expected all, unique, stratified:N or an existing file "
                      "listing architectures")
 
 
@@ -92,7 +94,7 @@ def _plain(protocol, description, table, supernet, extra=None) -> Selection:
 def _unique(truth: GroundTruth, supernet) -> Selection:
     key_of = getattr(supernet, "unique_arch_key", None)
     if key_of is None:
-        raise ValueError(f"--archs unique needs isomorphism classes, which the {supernet.space_name} "
+        raise GroundTruthError(f"--archs unique needs isomorphism classes, which the {supernet.space_name} "
                          "space does not define; use all, stratified:N or a file")
     archs = parse_archs(truth, supernet)
     indices = truth.indices
@@ -114,7 +116,7 @@ def _from_file(path: str, truth: GroundTruth, supernet) -> Selection:
         try:
             entries = [(i + 1, e) for i, e in enumerate(json.loads(text))]
         except (json.JSONDecodeError, TypeError) as err:
-            raise ValueError(f"{path} must be a JSON list of architecture strings or benchmark "
+            raise GroundTruthError(f"{path} must be a JSON list of architecture strings or benchmark "
                              f"indices ({err})") from None
     else:
         entries = [(i + 1, line.split("#", 1)[0].strip()) for i, line in enumerate(text.splitlines())]
@@ -129,12 +131,12 @@ def _from_file(path: str, truth: GroundTruth, supernet) -> Selection:
                 truth.index(arch)
         except (KeyError, ValueError) as err:
             message = err.args[0] if err.args else err
-            raise ValueError(f"{path} line {line}: {message}") from None
+            raise GroundTruthError(f"{path} line {line}: {message}") from None
         chosen.append(arch)
     if len(set(chosen)) != len(chosen):
-        raise ValueError(f"{path} lists an architecture twice; list each once")
+        raise GroundTruthError(f"{path} lists an architecture twice; list each once")
     if len(chosen) < 2:
-        raise ValueError(f"{path} lists {len(chosen)} architecture(s); a ranking needs at least 2")
+        raise GroundTruthError(f"{path} lists {len(chosen)} architecture(s); a ranking needs at least 2")
     return _plain(f"file:{os.path.basename(path)}", f"{len(chosen)} architectures listed in {path}",
                   truth.select(chosen), supernet, extra={"file": os.path.abspath(path)})
 

@@ -14,6 +14,7 @@ after this step (the trainer then reports the stop and returns).
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -58,9 +59,18 @@ class EpochState:
 
 
 class HookBase:
-    """Override what you need; ``trainer`` is set when the trainer registers the hook."""
+    """Override what you need; ``trainer`` is set when the trainer registers the hook (held
+    weakly: a trainer nobody references is freed, and gives up its run folder, at once)."""
 
-    trainer = None
+    _trainer_ref = None
+
+    @property
+    def trainer(self):
+        return None if self._trainer_ref is None else self._trainer_ref()
+
+    @trainer.setter
+    def trainer(self, trainer) -> None:
+        self._trainer_ref = None if trainer is None else weakref.ref(trainer)
 
     def before_epoch(self, state: EpochState) -> None: ...
 
@@ -115,10 +125,9 @@ class IntervalLogHook(HookBase):
         skipped = t.guard.poll()
         if skipped:
             t.log_info(f"warning: epoch {state.epoch + 1} step {state.step + 1}: {skipped}")
-        loss, correct, seen = t._totals(state.loss_sum, state.correct, state.seen)
-        per_step = t.path_sampler.paths_per_step
+        loss, acc, seen = t.averages(state)
         line = (f"epoch {state.epoch + 1}/{t.cfg.optim.epochs} step {state.step + 1}/{state.steps} "
-                f"loss {loss / seen:.4f} acc {correct / (seen * per_step):.4f} "
+                f"loss {loss:.4f} acc {acc:.4f} "
                 f"img/s {seen / max(state.times.total, 1e-9):.0f} lr {state.lr:.5f} data {state.times.data:.2f}s")
         if state.bar is not None:
             state.bar.set_postfix_str(line.split(" loss ", 1)[1])

@@ -49,8 +49,9 @@ from typing import Sequence
 
 import torch
 
+from pada_fast.errors import NumericError
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(NumericError):
     """Too many steps had a non-finite loss or gradient; training stopped."""
 
 
@@ -234,9 +235,8 @@ class NonFiniteGuard:
         at = f" at step {last}" if last >= 0 else ""
         if self._step is not None and last >= 0 and self._step != last:
             at += f" (noticed at step {self._step})"
-        advice = ("The weights, momentum and PA/DA statistics are those of the last finite step and "
-                  "the last checkpoint is intact; lower optim.lr, set optim.grad_clip, or look for "
-                  "NaN/Inf in the data, then resume.")
+        advice = ("The weights, momentum and PA/DA statistics are those of the last finite step; lower "
+                  "optim.lr, set optim.grad_clip, or look for NaN/Inf in the data.")
         if longest > self.max_consecutive:
             raise NonFiniteError(
                 f"training stopped{at}: the loss or gradients were not finite on {longest} consecutive "

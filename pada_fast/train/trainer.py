@@ -16,6 +16,7 @@ process with the same global ``data.batch_size`` up to floating-point rounding.
 from __future__ import annotations
 
 import time
+import weakref
 from pathlib import Path
 
 import torch
@@ -31,7 +32,8 @@ from pada_fast.log import get_logger, set_rank
 
 from . import distributed
 from .fault_injection import fault_from_env
-from .nonfinite import NonFiniteGuard
+from .nonfinite import NonFiniteError, NonFiniteGuard
+from .run_folder import RunLock, prepare_fresh_run
 from .signals import GracefulStop
 from .hooks import EpochState, HookBase, default_hooks
 from .logs import EpochLog
@@ -50,8 +52,10 @@ def dali_augment(data_cfg, train_set) -> str:
 
 
 # Config keys a resumed run may change (besides checkpoint.IGNORED_KEYS): BN synchronisation
-# across ranks (the process count is not in the config), and the number of epochs (extension).
-RESUME_IGNORED_KEYS = checkpoint.IGNORED_KEYS | {"space.sync_bn", "optim.epochs"}
+# across ranks (the process count is not in the config), the number of epochs (extension), and
+# the step size (the remedy for a run stopped by non-finite steps); a changed one is logged.
+RESUME_CHANGEABLE_KEYS = frozenset({"optim.epochs", "optim.lr", "optim.lr_min", "optim.grad_clip"})
+RESUME_IGNORED_KEYS = checkpoint.IGNORED_KEYS | {"space.sync_bn"} | RESUME_CHANGEABLE_KEYS
 
 
 _log = get_logger(__name__)
@@ -64,7 +68,9 @@ class Trainer:
     logs and writes checkpoints. The process group stays up after :meth:`fit` (the CLI tears it
     down; API users call ``distributed.teardown()``)."""
 
-    def __init__(self, cfg: Config, resume: bool = False):
+    def __init__(self, cfg: Config, resume: bool = False, overwrite: bool = False):
+        """``resume``: continue the run in ``run.out_dir``. Otherwise ``run.out_dir`` must not hold
+        a run, unless ``overwrite``, which moves that run aside (``<out_dir>.old-<time>``)."""
         check_paths(cfg)
         self.cfg = cfg
         world = distributed.requested_world_size()
@@ -75,8 +81,45 @@ class Trainer:
         set_rank(self.dist.rank)
         self.local_batch = cfg.data.batch_size // self.dist.world_size
         self._where = ""
+        self._lock = None
         with distributed.report_failure(self.dist, lambda: self._where or "while setting up"):
-            self._setup(resume)
+            try:
+                self._own_out_dir(resume, overwrite)
+                self._setup(resume)
+            except BaseException:
+                self.release()
+                raise
+
+    def _own_out_dir(self, resume: bool, overwrite: bool) -> None:
+        """Rank 0 locks ``run.out_dir`` for this run and, for a new run, makes sure it holds no
+        earlier run (moving it aside with ``overwrite``)."""
+        if not self.dist.is_main:
+            return
+        out = Path(self.cfg.run.out_dir)
+        self._lock = RunLock(out).acquire()
+        weakref.finalize(self, self._lock.release)
+        if resume:
+            return
+        moved = prepare_fresh_run(out, overwrite)
+        if moved is not None:
+            self._lock.release()
+            self._lock = RunLock(out).acquire()
+            weakref.finalize(self, self._lock.release)
+            _log.info(f"--overwrite: moved the earlier run in {out} to {moved}")
+
+    def _resume_advice(self) -> str:
+        """Where a stopped run can continue from: its newest checkpoint, if it has one."""
+        newest = self.ckpt_manager.checkpoints() if self.ckpt_manager is not None else []
+        if not newest:
+            return "No checkpoint of this run was written yet: start it again with --overwrite."
+        epoch, step, path = newest[0]
+        return (f"The newest checkpoint is {path} (after {epoch} epoch(s) and {step} step(s)); continue "
+                f"with --resume ({', '.join(sorted(RESUME_CHANGEABLE_KEYS))} may change on resume).")
+
+    def release(self) -> None:
+        """Give up ``run.out_dir`` (done by :meth:`fit` at its end, and when the trainer is freed)."""
+        if self._lock is not None:
+            self._lock.release()
 
     def _setup(self, resume: bool) -> None:
         cfg = self.cfg
@@ -204,6 +247,12 @@ class Trainer:
         # How the work is spread (workers, BN sync across ranks) may change on resume, like the
         # number of processes (the global batch may not); optim.epochs may grow to train longer.
         checkpoint.check_compatible(state, self.cfg, path=path, ignore=RESUME_IGNORED_KEYS)
+        saved = state["config"]
+        for key in sorted(RESUME_CHANGEABLE_KEYS):
+            section, name = key.split(".")
+            before, now = saved.get(section, {}).get(name), getattr(getattr(self.cfg, section), name)
+            if before != now:
+                self.log_info(f"resuming with {key} changed: {before} -> {now}")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.path_sampler.load_state_dict(state["path_sampler"])
@@ -427,7 +476,7 @@ class Trainer:
         self.guard.step(self.optimizer)
         # loss and accuracy: the mean over the step's paths (one path but for FairNAS)
         state.loss_sum += self.guard.masked(step_loss_sum / per_step)
-        state.correct += step_correct
+        state.correct += self.guard.masked(step_correct)
         state.seen += labels.shape[0]
 
     def _begin_epoch(self, epoch: int, start_step: int) -> EpochState:
@@ -467,14 +516,23 @@ class Trainer:
         state.started = state.last - state.times.total
         return state
 
-    def _epoch_statistics(self, state: EpochState) -> dict:
+    def averages(self, state: EpochState) -> tuple[float, float, int]:
+        """The epoch's mean loss and accuracy so far over the steps that were not skipped (a
+        skipped step's loss counts nowhere), and the images seen (skipped ones included)."""
         total_loss, total_correct, total_seen = self._totals(state.loss_sum, state.correct, state.seen)
-        counts = self.guard.counts()
+        skipped = self.guard.counts()["total"] - self._nonfinite_at_start
+        step_images = self.cfg.data.batch_size if self.drop_last else len(self.train_set)
+        valid = max(total_seen - skipped * step_images, 0)
         per_step = self.path_sampler.paths_per_step
-        return {"train_loss": total_loss / max(total_seen, 1),
+        return total_loss / max(valid, 1), total_correct / max(valid * per_step, 1), total_seen
+
+    def _epoch_statistics(self, state: EpochState) -> dict:
+        loss, acc, total_seen = self.averages(state)
+        counts = self.guard.counts()
+        return {"train_loss": loss,
                 "nonfinite_skipped": counts["total"] - self._nonfinite_at_start,
                 "nonfinite_total": counts["total"], "nonfinite_longest_run": counts["longest_run"],
-                "train_acc": total_correct / max(total_seen * per_step, 1),
+                "train_acc": acc,
                 "images": total_seen, "epoch_time": state.times.total, "data_time": state.times.data,
                 "images_per_s": total_seen / max(state.times.total, 1e-9),
                 "lr": self._lr_for((state.epoch + 1) * self.steps_per_epoch)}
@@ -525,8 +583,11 @@ class Trainer:
             self._stop = stop
             try:
                 row = self._fit_epochs(row)
+            except NonFiniteError as exc:
+                raise NonFiniteError(f"{exc} {self._resume_advice()}") from None
             finally:
                 self._stop = None
+                self.release()
         return {"out_dir": str(self.out_dir), "checkpoint": str(self.ckpt_path),
                 "train_time": time.perf_counter() - started, "last": row, "exit_code": self.exit_code}
 
