@@ -91,6 +91,30 @@ def cmd_build_benchmark(args) -> int:
     return 0
 
 
+def cmd_verify_data(args) -> int:
+    """Decode every image of the config's image-folder dataset in parallel; list the unreadable."""
+    import os as _os
+
+    from pada_fast.data.datasets import build_split
+    from pada_fast.log import printable
+    cfg = _config(args)
+    d = cfg.data
+    if d.dataset not in ("cifar10_folder", "imagenet_folder"):
+        print(f"{d.dataset} is read whole and checked when it loads: nothing to verify file by file")
+        return 0
+    workers = args.workers or _os.cpu_count() or 1
+    bad = 0
+    d.bad_files = "error"           # list the unreadable files rather than leave them out
+    for split in (("train", "test") if args.split == "all" else (args.split,)):
+        dataset = build_split(d, split, subset=None)
+        failures = dataset._unreadable(workers=workers)
+        for i, why in failures.items():
+            print(printable(f"{dataset.paths[i]}: {why}"))
+        print(f"{split}: {len(failures)} of {len(dataset)} images unreadable under {printable(str(dataset.root))}")
+        bad += len(failures)
+    return 3 if bad else 0
+
+
 def cmd_quickstart(args) -> int:
     from pada_fast.quickstart import run_quickstart
     run_quickstart(args.out, epochs=args.epochs, threads=args.threads, seeds=args.seeds)
@@ -159,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seeds", type=int, default=3, help="training seeds per method (mean ± std)")
     p.set_defaults(func=cmd_quickstart)
+
+    p = sub.add_parser("verify-data", help="decode every image of a dataset folder, list the unreadable ones")
+    _add_config_args(p)
+    p.add_argument("--split", choices=["train", "test", "all"], default="all")
+    p.add_argument("--workers", type=int, default=None, help="decoding threads (default: all cores)")
+    p.set_defaults(func=cmd_verify_data)
 
     from pada_fast.search.cli import add_search_parser
     add_search_parser(sub)

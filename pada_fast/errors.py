@@ -65,7 +65,8 @@ def classify(exc: BaseException) -> tuple[str, int]:
 def one_line(exc: BaseException) -> str:
     """The failure as one line: its message with line breaks folded."""
     text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
-    return text or type(exc).__name__
+    from pada_fast.log import printable
+    return printable(text or type(exc).__name__)
 
 
 __all__ = ["DataError", "DiskFullError", "DistributedError", "EXIT_CODES", "GroundTruthError", "NumericError",

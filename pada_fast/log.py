@@ -29,9 +29,19 @@ class _CurrentStream(logging.StreamHandler):
     def stream(self):
         return getattr(sys, self._name)
 
+    def format(self, record) -> str:
+        # a file name that is not valid UTF-8 carries surrogates: print them escaped, not fail
+        return printable(super().format(record))
+
     @stream.setter
     def stream(self, value):     # StreamHandler.__init__ assigns one; the property decides
         pass
+
+
+def printable(text: str) -> str:
+    """``text`` with the bytes of a file name that is not valid UTF-8 (kept by ``os.listdir`` as
+    surrogates) shown as ``\\xNN`` escapes, so that it can be printed and written as UTF-8."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _configure(root: logging.Logger) -> None:
@@ -62,4 +72,4 @@ def set_rank(rank: int) -> None:
     get_logger(ROOT).setLevel(logging.INFO if rank == 0 else logging.WARNING)
 
 
-__all__ = ["STDERR", "get_logger", "set_rank"]
+__all__ = ["STDERR", "get_logger", "printable", "set_rank"]

@@ -189,3 +189,53 @@ def test_an_unreadable_ground_truth_table_is_a_ground_truth_error(tmp_path):
     table.write_text('{"not": "a table"}')
     result = cli("rank", str(out / "checkpoint.pt"), "--out", str(tmp_path / "rank"), "--ground-truth", str(table))
     one_line_error(result, 5, str(table))
+
+
+def _image_tree(root: Path, names_per_class: dict) -> None:
+    from PIL import Image
+    for split in ("train", "test"):
+        for cls, names in names_per_class.items():
+            folder = root / split / cls
+            folder.mkdir(parents=True)
+            for i, name in enumerate(names):
+                path = os.path.join(os.fsencode(folder), name)
+                Image.new("RGB", (8, 8), (i * 30, 10, 0)).save(path.decode("utf-8", "surrogateescape"), format="PNG")
+
+
+def test_file_names_that_are_not_utf8_are_read_and_reported(tmp_path):
+    data = tmp_path / "data"
+    _image_tree(data, {"a": [b"\xff\xfe-odd.png"] + [f"{i}.png".encode() for i in range(5)],
+                       "b": [f"{i}.png".encode() for i in range(6)]})
+    sets = ["--set", "data.dataset=cifar10_folder", "--set", f"data.root={data}", "--set", "data.train_subset=null",
+            "--set", "data.batch_size=4"]
+    ok = train(tmp_path / "run", *sets)                   # bad_files=error: the odd name is a valid image
+    assert ok.returncode == 0, ok.stderr
+    broken = os.path.join(os.fsencode(data / "train" / "b"), b"\xe9t\xe9-broken.png")
+    with open(broken, "wb") as f:
+        f.write(b"\x89PNG not really")
+    skip = train(tmp_path / "skip", *sets, "--set", "data.bad_files=skip")
+    assert skip.returncode == 0, skip.stderr
+    report = (tmp_path / "skip" / "skipped_files.txt").read_text()
+    assert "\\xe9t\\xe9-broken.png: unreadable" in report
+    failed = train(tmp_path / "error", *sets)
+    one_line_error(failed, 3, "\\xe9t\\xe9-broken.png", "bad_files=skip")
+
+
+def test_a_broken_image_mid_epoch_keeps_the_work_and_verify_data_lists_it(tmp_path):
+    data = tmp_path / "data"
+    _image_tree(data, {"a": [f"{i}.png".encode() for i in range(16)], "b": [f"{i}.png".encode() for i in range(16)]})
+    (data / "train" / "b" / "9.png").write_bytes(b"")           # empty: found only when it is read
+    sets = ["--set", "data.dataset=cifar10_folder", "--set", f"data.root={data}", "--set", "data.train_subset=null",
+            "--set", "data.batch_size=4"]         # seed 0 draws 31 (b/9.png) at stream position 17: step 5
+    out = tmp_path / "run"
+    failed = train(out, *sets)
+    line = one_line_error(failed, 3, "9.png", "data.bad_files=skip", "pada-fast verify-data", "--resume")
+    assert (out / "checkpoint-e0000-s000004.pt").exists(), line      # the four finished steps were saved
+    listed = cli("verify-data", *sets, "--workers", "2")
+    assert listed.returncode == 3 and f"{data / 'train' / 'b' / '9.png'}: " in listed.stdout
+    assert "train: 1 of 32 images unreadable" in listed.stdout and "test: 0 of 32" in listed.stdout
+    from PIL import Image
+    Image.new("RGB", (8, 8)).save(data / "train" / "b" / "9.png")
+    assert cli("verify-data", *sets).returncode == 0
+    resumed = train(out, *sets, "--resume")
+    assert resumed.returncode == 0 and "resumed from" in resumed.stdout, resumed.stderr

@@ -47,7 +47,14 @@ def decode_image_file(path: str, channels: int = 3) -> torch.Tensor:
         # fallback covers; silenced here only (about 2 us), not in the caller's filters.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            return decode_image(read_file(path), mode=mode)
+            try:
+                data = read_file(path)
+            except (RuntimeError, UnicodeEncodeError):
+                # a file name that is not valid UTF-8 (os.listdir keeps its bytes as surrogates):
+                # torchvision's reader cannot open it, Python's can
+                with open(path, "rb") as f:
+                    data = torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
+            return decode_image(data, mode=mode)
     return decode_with_pil(path, channels)
 
 

@@ -42,6 +42,7 @@ class EpochState:
     seen: int = 0                # images
     times: StepTimes = field(default_factory=StepTimes)
     step: int = 0                # the step in progress (0-based)
+    steps_run: int = 0           # steps finished in this call (a resumed epoch starts at start_step)
     lr: float = 0.0
     last: float = 0.0            # perf_counter at the end of the previous step (or of a checkpoint)
     started: float = 0.0         # perf_counter at the epoch's start, less the time before a resume

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 import weakref
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -25,10 +26,11 @@ from pada_fast import checkpoint, ops
 from pada_fast.config import Config, ConfigError, check_paths
 from pada_fast.data.datasets import build_split, training_recipe
 from pada_fast.data.loader import build_loader, shard_positions
+from pada_fast.errors import DataError
 from pada_fast.experiment import build_model, build_optimizer, build_samplers, cosine_lr, epoch_generator
 from pada_fast.rng import capture_rng_state, restore_rng_state, seed_everything
 
-from pada_fast.log import get_logger, set_rank
+from pada_fast.log import get_logger, printable, set_rank
 
 from . import distributed
 from .fault_injection import fault_from_env
@@ -135,7 +137,9 @@ class Trainer:
         self.train_set = build_split(d, "train", augment=d.augment, subset=d.train_subset)
         self.recipe = training_recipe(d, self.train_set)
         if self.train_set.skipped and self.dist.is_main:
-            (self.out_dir / "skipped_files.txt").write_text("".join(line + "\n" for line in self.train_set.skipped))
+            # file names that are not valid UTF-8 are written with their undecodable bytes escaped
+            (self.out_dir / "skipped_files.txt").write_text("".join(printable(line) + "\n"
+                                                                    for line in self.train_set.skipped))
         self.model = build_model(cfg, self.train_set.num_classes, self.train_set.in_channels).to(self.device)
         self.dtype = getattr(torch, cfg.run.dtype)
         if self.dtype != torch.float32:
@@ -406,19 +410,21 @@ class Trainer:
         statistics, or None when a hook stopped it (a SIGTERM/SIGINT; a checkpoint was written)."""
         state = self._begin_epoch(epoch, start_step)
         self._call_hooks("before_epoch", state)
-        for step, batch in enumerate(state.loader, start_step):
-            state.step = step
-            self._where = f"at epoch {epoch + 1} step {step + 1}"
-            state.times.data += time.perf_counter() - state.last
-            self._call_hooks("before_step", state)
-            self.run_step(state, batch)
-            state.last = time.perf_counter()
-            state.times.total = state.last - state.started
-            self._call_hooks("after_step", state)
-            if state.stop:
-                self._call_hooks("after_epoch", state)
-                self._stopped(f"at epoch {epoch + 1} step {step + 1}")
-                return None
+        with self._checkpoint_on_data_error(state):
+            for step, batch in enumerate(state.loader, start_step):
+                state.step = step
+                self._where = f"at epoch {epoch + 1} step {step + 1}"
+                state.times.data += time.perf_counter() - state.last
+                self._call_hooks("before_step", state)
+                self.run_step(state, batch)
+                state.steps_run += 1
+                state.last = time.perf_counter()
+                state.times.total = state.last - state.started
+                self._call_hooks("after_step", state)
+                if state.stop:
+                    self._call_hooks("after_epoch", state)
+                    self._stopped(f"at epoch {epoch + 1} step {step + 1}")
+                    return None
         self._call_hooks("after_epoch", state)
         self._where = f"at the end of epoch {epoch + 1}"
         return self._epoch_statistics(state)
@@ -478,6 +484,23 @@ class Trainer:
         state.loss_sum += self.guard.masked(step_loss_sum / per_step)
         state.correct += self.guard.masked(step_correct)
         state.seen += labels.shape[0]
+
+    @contextmanager
+    def _checkpoint_on_data_error(self, state: EpochState):
+        """A file that cannot be read mid-epoch stops training: first, the steps finished since
+        the last checkpoint are saved (one process; under torchrun the failing rank cannot
+        coordinate a save), so fixing the file and resuming loses no work."""
+        try:
+            yield
+        except DataError as exc:
+            finished = state.start_step + state.steps_run
+            note = ""
+            if not self.dist.enabled and state.steps_run and finished < state.steps:
+                self._call_hooks("after_epoch", state)
+                self._save_mid_epoch(state)
+                note = (f" A checkpoint after epoch {state.epoch + 1} step {finished} was written: fix the "
+                        "file (or set data.bad_files=skip) and continue with --resume.")
+            raise DataError(f"{exc}{note}") from exc
 
     def _begin_epoch(self, epoch: int, start_step: int) -> EpochState:
         """The epoch's paths and stream (functions of the seed and the epoch only), its loader from
