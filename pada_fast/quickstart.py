@@ -13,6 +13,7 @@ from pathlib import Path
 from pada_fast.checkpoint import CheckpointError
 from pada_fast.config import apply_dict, Config
 from pada_fast.evaluate.rank import rank_supernet
+from pada_fast.files import write_json_atomic
 from pada_fast.log import get_logger
 from pada_fast.train.trainer import Trainer
 
@@ -107,6 +108,6 @@ def run_quickstart(out: str | Path = "runs/quickstart", epochs: int | None = Non
               + ", ".join(f"{r['kendall_tau']:.3f}" for r in mine))
     sentence = verdict(rows)
     print(sentence)
-    (out / "summary.json").write_text(json.dumps({"runs": rows, "verdict": sentence}, indent=2))
+    write_json_atomic(out / "summary.json", {"runs": rows, "verdict": sentence}, indent=2)
     print(f"summary: {out / 'summary.json'}")
     return rows

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 TINY = ["--set", "space.C=4", "--set", "space.N=1", "--set", "optim.epochs=1", "--set", "data.train_subset=128",
         "--set", "data.batch_size=64", "--set", "run.progress=lines", "--set", "run.threads=1",

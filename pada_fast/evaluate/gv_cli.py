@@ -14,6 +14,8 @@ import argparse
 import csv
 from pathlib import Path
 
+from pada_fast.files import write_atomic
+
 DEFAULT_DRAWS = 32
 
 
@@ -104,13 +106,14 @@ COLUMNS = ["run", "method", "epoch", "gv", "trace", "mean_grad_sq", "num_paramet
 
 def write_csv(runs: dict[str, list[dict]], path) -> str:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
+
+    def write(f):
         w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         w.writeheader()
         for name, rows in runs.items():
             for r in rows:
                 w.writerow({"run": name, **r})
+    write_atomic(path, write, newline="")
     return str(path)
 
 

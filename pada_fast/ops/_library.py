@@ -60,7 +60,8 @@ def _jit_build() -> None:
               f'#define PADA_FAST_TORCH_VERSION "{torch.__version__}"\n#define PADA_FAST_CUDA_ARCHS "{archs}"\n')
     header = build_dir / "build_config.h"
     if not header.exists() or header.read_text() != config:
-        header.write_text(config)
+        from pada_fast.files import write_text_atomic
+        write_text_atomic(header, config)   # ranks building at once never read half a header
     cpp_extension.load(
         name="pada_fast_jit", sources=sources, extra_cflags=flags + ["-fopenmp"],
         extra_ldflags=["-fopenmp"], extra_cuda_cflags=["-O3", "--use_fast_math", "-DPADA_FAST_WITH_CUDA"] if cuda else None,

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from pada_fast.files import write_atomic, write_text_atomic
 from pada_fast.log import get_logger
 
 _log = get_logger(__name__)
@@ -33,7 +34,7 @@ class EpochLog:
             return
         rows = [json.loads(line) for line in self.jsonl_path.read_text().splitlines() if line.strip()]
         rows = [r for r in rows if r["epoch"] < epoch]
-        self.jsonl_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        write_text_atomic(self.jsonl_path, "".join(json.dumps(r) + "\n" for r in rows))
         self._rewrite_csv(rows)
 
     def _rewrite_csv(self, rows: list[dict]) -> None:
@@ -41,10 +42,12 @@ class EpochLog:
             self.csv_path.unlink(missing_ok=True)
             return
         flat = [self._flat(r) for r in rows]
-        with self.csv_path.open("w", newline="") as f:
+
+        def write(f):
             w = csv.DictWriter(f, fieldnames=list(flat[0]))
             w.writeheader()
             w.writerows(flat)
+        write_atomic(self.csv_path, write, newline="")
 
     @staticmethod
     def _flat(row: dict) -> dict:

@@ -27,6 +27,7 @@ from pada_fast.config import Config, ConfigError, check_paths
 from pada_fast.data.datasets import build_split, training_recipe
 from pada_fast.data.loader import build_loader, shard_positions
 from pada_fast.errors import DataError
+from pada_fast.files import write_text_atomic
 from pada_fast.experiment import build_model, build_optimizer, build_samplers, cosine_lr, epoch_generator
 from pada_fast.rng import capture_rng_state, restore_rng_state, seed_everything
 
@@ -138,8 +139,8 @@ class Trainer:
         self.recipe = training_recipe(d, self.train_set)
         if self.train_set.skipped and self.dist.is_main:
             # file names that are not valid UTF-8 are written with their undecodable bytes escaped
-            (self.out_dir / "skipped_files.txt").write_text("".join(printable(line) + "\n"
-                                                                    for line in self.train_set.skipped))
+            write_text_atomic(self.out_dir / "skipped_files.txt",
+                              "".join(printable(line) + "\n" for line in self.train_set.skipped))
         self.model = build_model(cfg, self.train_set.num_classes, self.train_set.in_channels).to(self.device)
         self.dtype = getattr(torch, cfg.run.dtype)
         if self.dtype != torch.float32:
