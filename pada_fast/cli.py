@@ -93,8 +93,6 @@ def cmd_build_benchmark(args) -> int:
 
 def cmd_verify_data(args) -> int:
     """Decode every image of the config's image-folder dataset in parallel; list the unreadable."""
-    import os as _os
-
     from pada_fast.data.datasets import build_split
     from pada_fast.log import printable
     cfg = _config(args)
@@ -102,12 +100,12 @@ def cmd_verify_data(args) -> int:
     if d.dataset not in ("cifar10_folder", "imagenet_folder"):
         print(f"{d.dataset} is read whole and checked when it loads: nothing to verify file by file")
         return 0
-    workers = args.workers or _os.cpu_count() or 1
+    workers = args.workers or os.cpu_count() or 1
     bad = 0
     d.bad_files = "error"           # list the unreadable files rather than leave them out
     for split in (("train", "test") if args.split == "all" else (args.split,)):
         dataset = build_split(d, split, subset=None)
-        failures = dataset._unreadable(workers=workers)
+        failures = dataset.unreadable(workers=workers)
         for i, why in failures.items():
             print(printable(f"{dataset.paths[i]}: {why}"))
         print(f"{split}: {len(failures)} of {len(dataset)} images unreadable under {printable(str(dataset.root))}")

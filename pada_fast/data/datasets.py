@@ -133,7 +133,7 @@ class ImageFolderDataset(ImageDataset):
         if bad_files == "skip":
             self._drop_unreadable()
 
-    def _unreadable(self, indices: Optional[Sequence[int]] = None, workers: int = 1) -> dict[int, str]:
+    def unreadable(self, indices: Optional[Sequence[int]] = None, workers: int = 1) -> dict[int, str]:
         """Decode every image (or those at ``indices``) on ``workers`` threads (the decoders release
         the GIL): index -> why it failed, for the failures, in index order."""
         def why(i: int) -> str | None:
@@ -152,7 +152,7 @@ class ImageFolderDataset(ImageDataset):
         return {i: r for i, r in zip(chosen, reasons) if r is not None}
 
     def _drop_unreadable(self) -> None:
-        failures = self._unreadable()
+        failures = self.unreadable()
         self.skipped += [f"{self.paths[i]}: unreadable ({why})" for i, why in failures.items()]
         if len(failures) == len(self):
             raise DataError(f"no readable image under {self.root}: all {len(self)} selected files failed to "
@@ -175,7 +175,7 @@ class ImageFolderDataset(ImageDataset):
 
     def verify(self, indices: Optional[Sequence[int]] = None) -> None:
         """Decode every image (or those at ``indices``); raise one error listing all failures."""
-        failures = [f"{why} ({self.paths[i]})" for i, why in self._unreadable(indices).items()]
+        failures = [f"{why} ({self.paths[i]})" for i, why in self.unreadable(indices).items()]
         if failures:
             listing = "\n  ".join(failures[:20])
             more = f"\n  ... and {len(failures) - 20} more" if len(failures) > 20 else ""

@@ -100,15 +100,12 @@ class Trainer:
             return
         out = Path(self.cfg.run.out_dir)
         self._lock = RunLock(out).acquire()
-        weakref.finalize(self, self._lock.release)
-        if resume:
-            return
-        moved = prepare_fresh_run(out, overwrite)
-        if moved is not None:
+        moved = None if resume else prepare_fresh_run(out, overwrite)
+        if moved is not None:           # the lock file went along: take the new folder's
             self._lock.release()
             self._lock = RunLock(out).acquire()
-            weakref.finalize(self, self._lock.release)
-            _log.info(f"--overwrite: moved the earlier run in {out} to {moved}")
+            _log.info(f"--overwrite: {out} held a run, now at {moved}")
+        weakref.finalize(self, self._lock.release)
 
     def _resume_advice(self) -> str:
         """Where a stopped run can continue from: its newest checkpoint, if it has one."""
