@@ -37,6 +37,7 @@ import argparse
 import json
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -46,6 +47,7 @@ from scipy.stats import kendalltau
 
 from pada_fast.data.datasets import build_dataset
 from pada_fast.evaluate.ground_truth import load_ground_truth
+from pada_fast.files import write_text_atomic
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))    # (to, from), NAS-Bench-201 order
@@ -393,8 +395,8 @@ def main(argv=None) -> dict:
     result = {"method": args.method, "args": vars(args), "kendall_tau": tau, "precision_top5": p_at_5,
               "final_p": paths.p.tolist(), "archs": archs, "true": true.tolist(),
               "predicted": predicted.tolist(), "epochs": log, "seconds": time.time() - started}
-    with open(args.out, "w") as handle:
-        json.dump(result, handle, indent=1)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(args.out, json.dumps(result, indent=1))
     return result
 
 

@@ -77,7 +77,9 @@ class DataConfig:
     batch_size: int = bounded(64, 1)
     eval_batch_size: int = bounded(256, 1)
     num_workers: int = bounded(0, 0)
-    backend: str = choice("torch", "torch", "dali")
+    # torch: a DataLoader (host decode and augmentation); dali: NVIDIA DALI; device: the training set
+    # decoded once and kept on the training device, augmented there per batch (data/device_data.py)
+    backend: str = choice("torch", "torch", "dali", "device")
     # image folders: a non-image or unreadable file is an error ("error"), or is left out and
     # reported ("skip": every selected image is decoded once when the dataset is built)
     bad_files: str = choice("error", "error", "skip")
@@ -160,9 +162,19 @@ class RunConfig:
     dist_timeout_s: float = bounded(1800.0, 1.0)   # torchrun runs: collective timeout (hung rank)
     # weights and activations; float64 for numerical checks (e.g. the distributed equivalence tests)
     dtype: str = choice("float32", "float32", "float64")
+    # the forward pass's precision: fp32, or autocast to bf16, or to fp16 with a gradient scaler
+    # (its overflow steps are skipped by the non-finite guard); weights, gradients, PA's gradient
+    # norms and DA's scores stay float32
+    precision: str = choice("fp32", "fp32", "bf16", "fp16")
     # train in channels-last memory format (NHWC): faster convolutions on CPUs (oneDNN) and on
-    # tensor-core GPUs; the trajectory differs from NCHW's in float rounding only
-    channels_last: bool = False
+    # tensor-core GPUs; the trajectory differs from NCHW's in float rounding only. null: on for
+    # CUDA runs, off on the CPU (the saved config records the value used)
+    channels_last: bool | None = None
+    # torch.backends.cudnn.benchmark (CUDA runs only; null: on)
+    cudnn_benchmark: bool | None = None
+    # the optimiser step: fused (one kernel, honours the non-finite guard's device flag, so the
+    # step never waits for the host) or foreach (the guard then reads its flag every step)
+    optimizer_impl: str = choice("fused", "fused", "foreach")
 
 
 @dataclass

@@ -31,9 +31,15 @@ def cosine_lr(step: int, total: int, lr: float, lr_min: float) -> float:
     return lr_min + 0.5 * (lr - lr_min) * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
 
 
-def build_optimizer(params, optim_cfg) -> torch.optim.SGD:
+def build_optimizer(params, optim_cfg, implementation: str = "fused") -> torch.optim.SGD:
+    """SGD of ``optim_cfg``; ``implementation`` ``fused`` (one kernel per step, on the CPU too; it
+    honours a device ``found_inf`` flag) or ``foreach``. They agree up to float rounding (the
+    fused kernel rounds some updates differently in the last place)."""
+    if implementation not in ("fused", "foreach"):
+        raise ValueError(f"implementation must be 'fused' or 'foreach', got {implementation!r}")
+    kind = {"fused": True} if implementation == "fused" else {"foreach": True}
     return torch.optim.SGD(params, lr=optim_cfg.lr, momentum=optim_cfg.momentum,
-                           weight_decay=optim_cfg.weight_decay, nesterov=optim_cfg.nesterov, foreach=True)
+                           weight_decay=optim_cfg.weight_decay, nesterov=optim_cfg.nesterov, **kind)
 
 
 def build_model(cfg: Config, num_classes: int, in_channels: int):

@@ -139,7 +139,8 @@ def test_device_mode_needs_a_fused_optimiser():
     assert not supports_device_skip(foreach) and supports_device_skip(fused)
     with pytest.raises(ValueError, match="fused=True"):
         NonFiniteGuard(mode="device", optimizer=foreach)
-    assert NonFiniteGuard(optimizer=fused).mode == "host"              # auto on the CPU
+    assert NonFiniteGuard(optimizer=fused).mode == "device"            # auto: a fused optimiser
+    assert NonFiniteGuard(optimizer=foreach).mode == "host"            # auto: any other
     assert NonFiniteGuard(mode="device", optimizer=fused).mode == "device"
     assert fused.state[p]["momentum_buffer"].abs().sum() == 0      # prepared
 

@@ -96,7 +96,9 @@ def test_dali_backend_trains_like_the_torch_backend(tmp_path):
     pytest.importorskip("nvidia.dali")
     results = {}
     for backend in ("torch", "dali"):
-        cfg = small_config(tmp_path / backend, "pada", epochs=2, **{"data.backend": backend,
+        # one epoch: its paths and stream do not depend on the training, while a later epoch's
+        # draws from p and q can flip on a float-rounding difference and then train other paths
+        cfg = small_config(tmp_path / backend, "pada", epochs=1, **{"data.backend": backend,
                                                                      "data.augment": "false"})
         Trainer(cfg).fit()
         results[backend] = checkpoint.load(tmp_path / backend / "pada" / "checkpoint.pt")

@@ -46,15 +46,22 @@ class RandomCrop:
         self.size = size
         self.padding = padding
 
-    def __call__(self, image: torch.Tensor, generator: Optional[torch.Generator] = None):
-        if self.padding:
-            image = F.pad(image, (self.padding,) * 4)
-        height, width = image.shape[-2:]
+    def draw(self, generator: Optional[torch.Generator], height: int, width: int) -> tuple[int, int]:
+        """The window's ``(top, left)`` in the padded image of an ``height`` x ``width`` input: the
+        random numbers one call takes from ``generator``, in the order it takes them (the
+        device-resident loader draws them this way and crops a whole batch at once)."""
+        height, width = height + 2 * self.padding, width + 2 * self.padding
         if height < self.size or width < self.size:
             raise ValueError(f"RandomCrop({self.size}, padding={self.padding}) cannot crop an image "
                              f"of {height}x{width} (after padding); lower size or raise padding")
         top = int(torch.randint(0, height - self.size + 1, (), generator=generator))
         left = int(torch.randint(0, width - self.size + 1, (), generator=generator))
+        return top, left
+
+    def __call__(self, image: torch.Tensor, generator: Optional[torch.Generator] = None):
+        top, left = self.draw(generator, *image.shape[-2:])
+        if self.padding:
+            image = F.pad(image, (self.padding,) * 4)
         return image[..., top: top + self.size, left: left + self.size]
 
     def __repr__(self):
@@ -67,10 +74,12 @@ class RandomHorizontalFlip:
     def __init__(self, p: float = 0.5):
         self.p = p
 
+    def draw(self, generator: Optional[torch.Generator], height: int = 0, width: int = 0) -> bool:
+        """Whether one call flips (the one random number it takes from ``generator``)."""
+        return torch.rand((), generator=generator).item() < self.p
+
     def __call__(self, image: torch.Tensor, generator: Optional[torch.Generator] = None):
-        if torch.rand((), generator=generator).item() < self.p:
-            return image.flip(-1)
-        return image
+        return image.flip(-1) if self.draw(generator) else image
 
     def __repr__(self):
         return f"RandomHorizontalFlip(p={self.p})"

@@ -36,6 +36,7 @@ class EpochState:
     steps: int                   # steps in the epoch
     start_step: int
     paths: torch.Tensor          # the epoch's paths, [steps * paths_per_step, layers]
+    archs: list                  # the same as tuples (read once per epoch, not per step)
     loader: object
     loss_sum: torch.Tensor
     correct: torch.Tensor        # (image, path) pairs predicted right

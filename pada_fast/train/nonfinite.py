@@ -28,8 +28,12 @@ Two ways to apply the decision, picked by ``mode``:
     needs every momentum buffer to exist before the first step (it cannot mix new and existing
     buffers, as a supernet does when a candidate is first sampled): :func:`init_momentum_buffers`.
 
-``auto`` (default) chooses ``device`` on CUDA when the optimiser supports ``found_inf``, else
-``host``.
+``auto`` (default) chooses ``device`` when the optimiser supports ``found_inf`` (the trainer's
+fused SGD, on the CPU as on CUDA), else ``host``. On finite steps both modes train bitwise alike.
+
+With fp16 autocast, pass the gradient scaler's ``found_inf`` (after ``scaler.unscale_``) to
+:meth:`NonFiniteGuard.check`: a step the scaler finds overflowing is skipped like any other
+non-finite step (and counted), and ``scaler.update()`` then lowers the scale.
 
 What the trainer calls each step, after ``backward()``, clipping and (distributed) the gradient
 all-reduce::
@@ -80,6 +84,16 @@ def supports_device_skip(optimizer: torch.optim.Optimizer) -> bool:
         g.get("fused") for g in optimizer.param_groups)
 
 
+def scaler_found_inf(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    """The overflow flag ``scaler.unscale_(optimizer)`` recorded for this step (summed over
+    devices; non-zero = overflow), without reading it to the host. GradScaler keeps it per
+    optimiser for its own ``step``/``update``; this reads the same record."""
+    found = scaler._per_optimizer_states[id(optimizer)]["found_inf_per_device"]
+    if not found:
+        raise RuntimeError("scaler_found_inf needs scaler.unscale_(optimizer) to have run this step")
+    return torch.stack([f.reshape(()) for f in found.values()]).sum()
+
+
 def _world_size(group) -> int:
     import torch.distributed as dist
     if not (dist.is_available() and dist.is_initialized()):
@@ -113,8 +127,7 @@ class NonFiniteGuard:
         self.max_total = None if max_total is None else int(max_total)
         self.device = torch.device(device)
         if mode == "auto":
-            mode = ("device" if self.device.type == "cuda" and optimizer is not None
-                    and supports_device_skip(optimizer) else "host")
+            mode = "device" if optimizer is not None and supports_device_skip(optimizer) else "host"
         if mode == "device":
             if optimizer is None or not supports_device_skip(optimizer):
                 raise ValueError("mode='device' needs an optimiser that honours a device found_inf "
@@ -134,12 +147,13 @@ class NonFiniteGuard:
 
     # -- per step --------------------------------------------------------------------------------
     def check(self, loss: torch.Tensor, grads: Sequence[torch.Tensor | None],
-              total_norm: torch.Tensor | None = None, step: int | None = None):
+              total_norm: torch.Tensor | None = None, step: int | None = None,
+              found_inf: torch.Tensor | None = None):
         """Decide whether this step may update anything. ``loss``: the loss that was
         backpropagated (any shape); ``grads``: the gradients the optimiser would apply (None
         entries ignored); ``total_norm``: the norm ``clip_grad_norm_`` returned, if clipping ran
         (it covers every gradient, so no second pass is needed); ``step``: the global step, for
-        messages.
+        messages; ``found_inf``: a gradient scaler's overflow flag (any shape, non-zero = overflow).
 
         Host mode returns True when the step is skipped and raises :class:`NonFiniteError` past a
         limit; device mode returns the device flag (float32 [1], 1 = skip) without waiting."""
@@ -153,6 +167,8 @@ class NonFiniteGuard:
         bad = ~torch.isfinite(loss.detach()).all()
         if total_norm is not None:
             bad = bad | ~torch.isfinite(total_norm.detach()).all()
+        if found_inf is not None:
+            bad = bad | (found_inf.detach() != 0).any()
         found.copy_(bad.to(found.dtype).reshape(1))
         if _world_size(self.process_group) > 1:
             import torch.distributed as dist

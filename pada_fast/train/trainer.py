@@ -35,7 +35,7 @@ from pada_fast.log import get_logger, printable, set_rank
 
 from . import distributed
 from .fault_injection import fault_from_env
-from .nonfinite import NonFiniteError, NonFiniteGuard
+from .nonfinite import NonFiniteError, NonFiniteGuard, init_momentum_buffers, scaler_found_inf
 from .run_folder import RunLock, prepare_fresh_run
 from .signals import GracefulStop
 from .hooks import EpochState, HookBase, default_hooks
@@ -142,9 +142,7 @@ class Trainer:
         self.dtype = getattr(torch, cfg.run.dtype)
         if self.dtype != torch.float32:
             self.model.to(self.dtype)
-        self.memory_format = torch.channels_last if cfg.run.channels_last else torch.contiguous_format
-        if cfg.run.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+        self._setup_throughput()
         if cfg.space.sync_bn and self.dist.enabled:
             if convert_sync_batch_stats(self.model) == 0 and main:
                 _log.info("warning: space.sync_bn=true but the supernet has no batch-statistics BatchNorm "
@@ -162,7 +160,9 @@ class Trainer:
         self.drop_last = n >= d.batch_size   # equal batches keep batch-statistics BN comparable
         self.steps_per_epoch = n // d.batch_size if self.drop_last else 1
         self.total_steps = self.steps_per_epoch * cfg.optim.epochs
-        self.optimizer = build_optimizer(self.model.parameters(), cfg.optim)
+        self.optimizer = build_optimizer(self.model.parameters(), cfg.optim, cfg.run.optimizer_impl)
+        # fp16: the gradient scaler; its overflow flag feeds the non-finite guard (DESIGN §5b)
+        self.scaler = torch.amp.GradScaler(self.device.type) if cfg.run.precision == "fp16" else None
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         # Steps with a non-finite loss or gradient change nothing and are counted (faults.py);
         # under torch.distributed the flag is all-reduced, so every rank skips the same steps.
@@ -174,6 +174,7 @@ class Trainer:
         self._stop = None            # GracefulStop while fit() runs
         self.exit_code = 0
         self._dali = None
+        self._device_data = None
         self.hooks: list[HookBase] = []
         for hook in default_hooks(fault_from_env()):
             self.register_hook(hook)
@@ -190,6 +191,32 @@ class Trainer:
         distributed.broadcast_module_(self.model, self.dist)
         if main:
             cfg.save(self.out_dir / "config.yaml")
+
+    def _setup_throughput(self) -> None:
+        """Precision, memory format and cuDNN autotuning (DESIGN §5b). ``run.channels_last`` and
+        ``run.cudnn_benchmark`` left null are on for CUDA runs and off on the CPU; the values used
+        are written back into the config, so the saved config records them."""
+        r = self.cfg.run
+        cuda = self.device.type == "cuda"
+        if r.precision != "fp32" and self.dtype != torch.float32:
+            raise ConfigError(f"run.precision={r.precision} autocasts a float32 model; run.dtype={r.dtype} "
+                              "asks for another: set run.precision=fp32 or run.dtype=float32")
+        if r.channels_last is None:
+            r.channels_last = cuda
+        if r.cudnn_benchmark is None:
+            r.cudnn_benchmark = cuda
+        if cuda:
+            torch.backends.cudnn.benchmark = r.cudnn_benchmark
+        self.memory_format = torch.channels_last if r.channels_last else torch.contiguous_format
+        if r.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[r.precision]
+
+    def autocast(self):
+        """The forward pass's autocast context (``run.precision``); a no-op for fp32."""
+        if self.autocast_dtype is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def log_info(self, message: str) -> None:
         """One line of the run's output (rank 0 only)."""
@@ -219,6 +246,7 @@ class Trainer:
             "classes": list(self.train_set.classes),
             "augment": self.recipe,
             "in_channels": self.train_set.in_channels,
+            "scaler": None if self.scaler is None else self.scaler.state_dict(),
         }
 
     def _load_checkpoint(self) -> tuple[Path, dict]:
@@ -257,6 +285,10 @@ class Trainer:
                 self.log_info(f"resuming with {key} changed: {before} -> {now}")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.guard.mode == "device":
+            init_momentum_buffers(self.optimizer)   # fused SGD: every buffer present (nonfinite.py)
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.path_sampler.load_state_dict(state["path_sampler"])
         self.data_sampler.load_state_dict(state["data_sampler"])
         if state.get("nonfinite") is not None:
@@ -309,6 +341,14 @@ class Trainer:
         DataLoader or the DALI pipeline (built once, handed a new stream each epoch)."""
         d = self.cfg.data
         stream, positions = self._shard(stream, start_step)
+        if d.backend == "device":
+            if self._device_data is None:
+                from pada_fast.data.device_data import DeviceResidentDataset
+                self._device_data = DeviceResidentDataset(self.train_set, self.device, num_workers=d.num_workers)
+                self.log_info(f"data.backend=device: {len(self._device_data)} training images on {self.device} "
+                              f"({self._device_data.nbytes / 2**20:.1f} MiB)")
+            return self._device_data.batches(stream, self.local_batch, drop_last=self.drop_last,
+                                             seed=self.cfg.run.seed, epoch=epoch, positions=positions)
         if d.backend == "torch":
             return build_loader(self.train_set, stream, self.local_batch, num_workers=d.num_workers,
                                 drop_last=self.drop_last, seed=self.cfg.run.seed, epoch=epoch,
@@ -440,21 +480,23 @@ class Trainer:
         labels = labels.to(self.device, non_blocking=True)
         indices = indices.to(self.device, non_blocking=True)
         per_step = self.path_sampler.paths_per_step
-        rows = state.paths[state.step * per_step:(state.step + 1) * per_step]
-        archs = [tuple(row) for row in rows.tolist()]
+        archs = state.archs[state.step * per_step:(state.step + 1) * per_step]
         # update_unsampled=on keeps zero gradients on candidates trained before, so SGD's weight
         # decay and momentum move them this step too (the authors' PyTorch 1.7 behaviour)
         self.optimizer.zero_grad(set_to_none=cfg.optim.update_unsampled == "off")
         step_loss_sum = step_correct = None
         for arch in archs:          # one path; FairNAS: K paths, gradients accumulated
-            logits = self.model(images, arch)
-            per_sample, importance = ops.cross_entropy_with_importance(logits, labels, cfg.optim.label_smoothing)
+            with self.autocast():
+                logits = self.model(images, arch)
+                # float32 losses and importance whatever the logits' dtype
+                per_sample, importance = ops.cross_entropy_with_importance(logits, labels,
+                                                                           cfg.optim.label_smoothing)
             if cfg.method.unbiased:
                 weights = self.data_sampler.importance_weights(indices) * state.path_weights[state.step]
                 loss = (per_sample * weights).mean()
             else:
                 loss = per_sample.mean()
-            loss.backward()
+            (loss if self.scaler is None else self.scaler.scale(loss)).backward()
             path_loss = per_sample.detach().sum()
             path_correct = (logits.detach().argmax(1) == labels).sum()
             step_loss_sum = path_loss if step_loss_sum is None else step_loss_sum + path_loss
@@ -462,10 +504,15 @@ class Trainer:
         # Mean over ranks of per-rank mean losses = the loss of the global batch; clipping and
         # PA's record see the averaged gradients, identical on every rank.
         distributed.average_gradients_(self.params, self.dist.world_size)
+        found_inf = None
+        if self.scaler is not None:     # true gradients before clipping and PA's record
+            self.scaler.unscale_(self.optimizer)
+            found_inf = scaler_found_inf(self.scaler, self.optimizer)
         total_norm = None
         if cfg.optim.grad_clip:
             total_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.grad_clip, foreach=True)
-        self.guard.check(loss, [p.grad for p in self.params], total_norm=total_norm, step=state.global_step)
+        self.guard.check(loss, [p.grad for p in self.params], total_norm=total_norm, step=state.global_step,
+                         found_inf=found_inf)
         if per_step == 1:
             path_params, slots = self.model.path_parameters(archs[0])
             path = archs[0]
@@ -478,6 +525,8 @@ class Trainer:
         self.guard.record(self.path_sampler, [p.grad for p in path_params], slots,
                           self.data_sampler, indices, importance, arch=path)
         self.guard.step(self.optimizer)
+        if self.scaler is not None:
+            self.scaler.update()        # on the device: lowers the scale after an overflow
         # loss and accuracy: the mean over the step's paths (one path but for FairNAS)
         state.loss_sum += self.guard.masked(step_loss_sum / per_step)
         state.correct += self.guard.masked(step_correct)
@@ -512,6 +561,7 @@ class Trainer:
             self._check_ranks_agree(epoch, stream, paths)
         self.model.train()
         state = EpochState(epoch=epoch, steps=self.steps_per_epoch, start_step=start_step, paths=paths,
+                           archs=[tuple(row) for row in paths.tolist()],
                            loader=self._loader(stream, epoch, start_step),
                            loss_sum=torch.zeros((), device=self.device),
                            correct=torch.zeros((), device=self.device, dtype=torch.long))
