@@ -8,6 +8,8 @@ interquartile range of supernet / static throughput, as markdown.
     python benchmarks/bench_supernet_static.py                      # NB201 C=16 N=5, 32x32, batch 64
     python benchmarks/bench_supernet_static.py --C 4 --N 1 --image 8 --channels 1 --method pada
     python benchmarks/bench_supernet_static.py --device cuda --batch 256 --precision bf16
+    python benchmarks/bench_supernet_static.py --space proxyless --image 224 --batch 256 --device cuda \
+        --precision bf16 --channels-last          # the ProxylessNAS supernet step on synthetic batches
 
 The supernet side is :meth:`pada_fast.train.trainer.Trainer.run_step` itself, everything a step
 does: the fused loss-and-importance op, PA's gradient-norm record (SPOS records too), DA's
@@ -49,12 +51,16 @@ def sync(device: torch.device) -> None:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--space", default="nb201", choices=["nb201", "proxyless"])
     parser.add_argument("--C", type=int, default=16)
     parser.add_argument("--N", type=int, default=5)
     parser.add_argument("--image", type=int, default=32)
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--arch", default=CONV_HEAVY, help="NB201 architecture string")
+    parser.add_argument("--arch", default=None, help="NB201 architecture string (default: a conv-heavy "
+                        "one); proxyless: a random architecture of --arch-seed")
+    parser.add_argument("--arch-seed", type=int, default=0)
+    parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--method", default="spos", choices=["spos", "pada"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
@@ -69,12 +75,19 @@ def main(argv=None):
     dataset = synthetic_set(args.batch * (args.steps + 1), args.image, args.channels)
     trainer_module.build_split = lambda *a, **k: dataset        # the trainer's data: the synthetic set
     out = tempfile.mkdtemp(prefix="bench_supernet_static-")
-    cfg = load_config(None, [f"space.C={args.C}", f"space.N={args.N}", f"data.batch_size={args.batch}",
+    space = ([f"space.C={args.C}", f"space.N={args.N}"] if args.space == "nb201" else
+             ["space.name=proxyless", f"space.resolution={args.image}"] + (["space.stem_stride=1"] if args.image <= 64 else []))
+    cfg = load_config(None, space + [f"data.batch_size={args.batch}",
+                             f"run.channels_last={'true' if args.channels_last else 'false'}",
                              f"method.name={args.method}", f"run.out_dir={out}", f"run.device={args.device}",
                              f"run.threads={args.threads}", f"run.precision={args.precision}",
                              "run.log_interval=1000000", "optim.epochs=1000"])
     trainer = trainer_module.Trainer(cfg)
-    arch = str_to_arch(args.arch)
+    if args.space == "nb201":
+        arch = str_to_arch(args.arch or CONV_HEAVY)
+    else:
+        arch = trainer.model.random_arch(np.random.default_rng(args.arch_seed))
+    arch_text = trainer.model.arch_to_str(arch) if hasattr(trainer.model, "arch_to_str") else str(arch)
     state = trainer._begin_epoch(0, 0)
     state.archs = [arch] * len(state.archs)                 # the fixed path
     images, labels, indices = next(iter(state.loader))
@@ -120,9 +133,10 @@ def main(argv=None):
         ratios.append(times[static_steps] / times[supernet_steps])   # supernet / static throughput
     q = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else [ratios[0]] * 3
     img_s = lambda t: args.batch * args.steps / statistics.median(t)
-    print(f"NB201 C={args.C} N={args.N}, {args.image}x{args.image}x{args.channels}, batch {args.batch}, "
-          f"{args.method}, {args.precision}, {device}, {args.threads} thread(s), {args.rounds} rounds x "
-          f"{args.steps} steps, arch {args.arch}")
+    size = f"NB201 C={args.C} N={args.N}" if args.space == "nb201" else "ProxylessNAS"
+    print(f"{size}, {args.image}x{args.image}x{args.channels}, batch {args.batch}, {args.method}, "
+          f"{args.precision}, {'NHWC' if args.channels_last else 'NCHW'}, {device}, {args.threads} thread(s), "
+          f"{args.rounds} rounds x {args.steps} steps, arch {arch_text}")
     print("| side | images/s (median) | step time ms (median) |")
     print("|---|---|---|")
     for name, t in (("supernet, trainer step", super_times), ("static network, plain loop", static_times)):

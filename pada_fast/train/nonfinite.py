@@ -137,10 +137,11 @@ class NonFiniteGuard:
         self.mode = mode
         self.process_group = process_group
         self._found = torch.zeros(1, dtype=torch.float32, device=self.device)
-        # total, current run, longest run, last skipped step (-1: none); device mode updates these
-        # on the device, host mode on the host.
-        self._counters = torch.tensor([0, 0, 0, -1], dtype=torch.int64, device=self.device)
+        self._skip_flag = self._found.bool().reshape(())
+        # total, current run, longest run, last skipped step (-1: none), kept on the host; device
+        # mode keeps each step's flag (a device tensor) until the next poll reads them all at once.
         self._host = [0, 0, 0, -1]
+        self._pending: list[tuple[torch.Tensor, int]] = []
         self._skip = False
         self._step: int | None = None
         self._reported_total = 0
@@ -158,38 +159,52 @@ class NonFiniteGuard:
         Host mode returns True when the step is skipped and raises :class:`NonFiniteError` past a
         limit; device mode returns the device flag (float32 [1], 1 = skip) without waiting."""
         self._step = step
-        found = self._found
         if total_norm is None:
             present = [g for g in grads if g is not None]
             if present:
                 norms = torch._foreach_norm(present)
                 total_norm = torch.linalg.vector_norm(torch.stack([n.to(torch.float32) for n in norms]))
-        bad = ~torch.isfinite(loss.detach()).all()
+        # One finiteness test of everything: a NaN or an infinity anywhere makes the sum non-finite.
+        checked = loss.detach().to(torch.float32).sum()
         if total_norm is not None:
-            bad = bad | ~torch.isfinite(total_norm.detach()).all()
+            checked = checked + total_norm.detach().to(torch.float32)
+        bad = ~torch.isfinite(checked)
         if found_inf is not None:
             bad = bad | (found_inf.detach() != 0).any()
-        found.copy_(bad.to(found.dtype).reshape(1))
+        found = bad.to(torch.float32).reshape(1)          # a new tensor each step (device mode keeps it)
         if _world_size(self.process_group) > 1:
             import torch.distributed as dist
             dist.all_reduce(found, op=dist.ReduceOp.MAX, group=self.process_group)
+        self._found = found
         if self.mode == "host":
             self._skip = bool(found.item())
-            total, run, longest, last = self._host
-            if self._skip:
+            self._count([self._skip], [step])
+            return self._skip
+        self._skip_flag = found.bool().reshape(())
+        self._pending.append((found, -1 if step is None else int(step)))
+        return found
+
+    def _count(self, flags, steps, raise_past_limits: bool = True) -> None:
+        """Add steps' skip flags (in order) to the host counters (and raise past a limit)."""
+        total, run, longest, last = self._host
+        for skipped, step in zip(flags, steps):
+            if skipped:
                 total, run, last = total + 1, run + 1, (-1 if step is None else int(step))
                 longest = max(longest, run)
             else:
                 run = 0
-            self._host = [total, run, longest, last]
+        self._host = [total, run, longest, last]
+        if raise_past_limits:
             self._raise_past_limits(total, longest, last)
-            return self._skip
-        flag = found.to(torch.int64)
-        c = self._counters
-        run = (c[1:2] + flag) * flag
-        last = torch.where(flag.bool(), -1 if step is None else int(step), c[3:4])
-        c.copy_(torch.cat([c[0:1] + flag, run, torch.maximum(c[2:3], run), last]))
-        return found
+
+    def _flush(self) -> None:
+        """Device mode: read the flags of the steps since the last read (one synchronisation)."""
+        if not self._pending:
+            return
+        flags = torch.cat([f for f, _ in self._pending]).tolist()
+        steps = [s for _, s in self._pending]
+        self._pending = []
+        self._count([f != 0 for f in flags], steps, raise_past_limits=False)   # poll() raises
 
     def record(self, path_sampler, path_grads: Sequence[torch.Tensor | None], slots: Sequence[int],
                data_sampler=None, indices: torch.Tensor | None = None,
@@ -202,7 +217,7 @@ class NonFiniteGuard:
                 if data_sampler is not None:
                     data_sampler.record(indices, importance)
             return
-        bad = self._found.bool()
+        bad = self._skip_flag
         path_sampler.record_masked(bad, path_grads, slots, arch)
         if data_sampler is not None:
             data_sampler.record_masked(bad, indices, importance)
@@ -225,13 +240,15 @@ class NonFiniteGuard:
         """``value``, or zero when this step is skipped (for running loss/accuracy sums)."""
         if self.mode == "host":
             return torch.zeros_like(value) if self._skip else value
-        return torch.where(self._found.bool().reshape(()), torch.zeros_like(value), value)
+        return torch.where(self._skip_flag, 0, value)
 
     # -- reporting ---------------------------------------------------------------------------------
     def counts(self) -> dict:
         """Skipped steps: ``total``, ``consecutive`` (current run), ``longest_run``,
-        ``last_step`` (-1: none). Device mode reads the device (one synchronisation)."""
-        total, run, longest, last = self._host if self.mode == "host" else self._counters.tolist()
+        ``last_step`` (-1: none). Device mode reads the flags of the steps since the last read
+        (one synchronisation)."""
+        self._flush()
+        total, run, longest, last = self._host
         return {"total": total, "consecutive": run, "longest_run": longest, "last_step": last}
 
     def poll(self) -> str | None:
@@ -272,5 +289,5 @@ class NonFiniteGuard:
         values = [int(state["total"]), int(state["consecutive"]), int(state["longest_run"]),
                   int(state["last_step"])]
         self._host = list(values)
-        self._counters.copy_(torch.tensor(values, dtype=torch.int64))
+        self._pending = []
         self._reported_total = int(state.get("reported_total", values[0]))
