@@ -10,9 +10,7 @@ from pada_fast.data import transforms as T
 from pada_fast.data.datasets import ArrayDataset, load_digits_dataset
 from pada_fast.data.device_data import DeviceResidentDataset
 from pada_fast.data.loader import build_loader
-from pada_fast.train.trainer import Trainer
-
-from test_trainer import small_config
+from test_trainer import trained_per_value
 
 
 def colour_images(n=70, size=12, seed=0):
@@ -58,12 +56,7 @@ def test_batches_equal_the_torch_loader_bitwise(recipe, kind):
 
 
 def test_training_with_the_device_backend_equals_the_torch_backend(tmp_path):
-    runs = {}
-    for backend in ("torch", "device"):
-        cfg = small_config(tmp_path / backend, "pada", epochs=2, **{"data.backend": backend})
-        trainer = Trainer(cfg)
-        trainer.fit()
-        runs[backend] = trainer
+    runs = trained_per_value(tmp_path, "pada", "data.backend", ("torch", "device"))
     a, b = runs["torch"].model.state_dict(), runs["device"].model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert torch.equal(runs["torch"].data_sampler.probabilities(), runs["device"].data_sampler.probabilities())

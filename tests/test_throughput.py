@@ -9,7 +9,7 @@ import torch
 from pada_fast.config import ConfigError, load_config
 from pada_fast.train.trainer import Trainer
 
-from test_trainer import small_config
+from test_trainer import small_config, trained_per_value
 
 HOST_READS = ("item", "tolist", "__bool__", "cpu", "numpy", "__int__", "__float__", "__index__")
 
@@ -22,12 +22,7 @@ def test_fused_sgd_trains_like_foreach(tmp_path):
     """The default fused optimiser (guard in device mode) against foreach SGD (guard in host mode):
     the same training up to float rounding (the fused kernel rounds some updates differently, by
     one unit in the last place) after two PA&DA epochs: weights, momentum, p and q."""
-    runs = {}
-    for impl in ("fused", "foreach"):
-        cfg = small_config(tmp_path / impl, "pada", epochs=2, **{"run.optimizer_impl": impl})
-        trainer = Trainer(cfg)
-        trainer.fit()
-        runs[impl] = trainer
+    runs = trained_per_value(tmp_path, "pada", "run.optimizer_impl", ("fused", "foreach"))
     fused, foreach = runs["fused"], runs["foreach"]
     assert fused.guard.mode == "device" and foreach.guard.mode == "host"
     a, b = weights_of(fused), weights_of(foreach)
@@ -86,10 +81,13 @@ def test_fp16_overflow_steps_are_skipped_by_the_guard_and_lower_the_scale(tmp_pa
 
 
 def test_fp16_scaler_state_is_checkpointed_and_resumed(tmp_path):
+    """A scale other than a new scaler's (2^16) goes through the checkpoint."""
     cfg = small_config(tmp_path, "spos", epochs=1, **{"run.precision": "fp16"})
     trainer = Trainer(cfg)
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
     trainer.fit()
     scale = trainer.scaler.get_scale()
+    assert scale != torch.amp.GradScaler("cpu").get_scale()
     cfg = small_config(tmp_path, "spos", epochs=2, **{"run.precision": "fp16"})
     resumed = Trainer(cfg, resume=True)
     assert resumed.scaler.get_scale() == scale
@@ -137,7 +135,8 @@ def count_step_reads(trainer, monkeypatch, epochs=1):
     monkeypatch.setattr(trainer, "run_step", counted_step)
     monkeypatch.setattr(trainer, "_call_hooks", counted_hooks)
     for epoch in range(epochs):
-        trainer.end_epoch(epoch) if trainer.train_epoch(epoch) else None
+        assert trainer.train_epoch(epoch) is not None
+        trainer.end_epoch(epoch)
     return counter.log
 
 

@@ -11,6 +11,16 @@ from pada_fast.experiment import cosine_lr
 from pada_fast.train.trainer import Trainer
 
 
+def trained_per_value(tmp_path, method, key, values, epochs=2, **extra):
+    """A fitted Trainer of ``small_config`` for each value of config ``key``, by value."""
+    runs = {}
+    for value in values:
+        trainer = Trainer(small_config(tmp_path / str(value), method, epochs=epochs, **{key: value}, **extra))
+        trainer.fit()
+        runs[value] = trainer
+    return runs
+
+
 def small_config(tmp_path, method, epochs=3, **extra):
     overrides = ["space.C=4", "space.N=1", f"optim.epochs={epochs}", "data.batch_size=64",
                  f"method.name={method}", f"run.out_dir={tmp_path / method}", "run.threads=1",

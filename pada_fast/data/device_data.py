@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pada_fast.config import ConfigError
 from pada_fast.data import transforms as T
-from pada_fast.data.loader import as_stream, sample_seed
+from pada_fast.data.loader import IndexStreamDataset, check_batching, sample_seed
 
 _STEPS = (T.RandomCrop, T.RandomHorizontalFlip, T.ToFloat, T.Normalize)
 
@@ -167,19 +167,11 @@ class DeviceBatches:
 
     def __init__(self, data: DeviceResidentDataset, stream, batch_size: int, drop_last: bool, seed: int,
                  epoch: int, positions: Optional[torch.Tensor]):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        host_stream = as_stream(stream, len(data))
-        if drop_last and len(host_stream) < batch_size:
-            raise ValueError(f"drop_last=True with a stream of {len(host_stream)} indices and batch_size "
-                             f"{batch_size} gives no batch at all; lower batch_size or keep the last batch")
+        check_batching(len(stream), batch_size, drop_last)
+        items = IndexStreamDataset(data, stream, seed, epoch, positions)    # the torch loader's checks
         self.data = data
-        self.stream = torch.from_numpy(np.ascontiguousarray(host_stream)).to(data.device)
-        self.positions = (np.arange(len(host_stream), dtype=np.int64) if positions is None
-                          else np.asarray(positions, dtype=np.int64).reshape(-1))
-        if len(self.positions) != len(host_stream):
-            raise ValueError(f"positions has {len(self.positions)} entries but the stream has "
-                             f"{len(host_stream)}; pass one position per stream entry")
+        self.stream = torch.from_numpy(np.ascontiguousarray(items.stream)).to(data.device)
+        self.positions = items.positions
         self.batch_size, self.drop_last, self.seed, self.epoch = batch_size, drop_last, seed, epoch
 
     def __len__(self) -> int:

@@ -106,6 +106,16 @@ class IndexStreamDataset(Dataset):
         return state
 
 
+def check_batching(length: int, batch_size: int, drop_last: bool) -> None:
+    """A stream of ``length`` indices must give at least one batch of ``batch_size``."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if drop_last and length < batch_size:
+        raise ValueError(f"drop_last=True with a stream of {length} indices and batch_size "
+                         f"{batch_size} gives no batch at all; lower batch_size or keep the last "
+                         "batch")
+
+
 def build_loader(dataset, stream, batch_size: int, num_workers: int = 0, drop_last: bool = False,
                  seed: int = 0, epoch: int = 0, pin_memory: bool = False,
                  positions: Optional[torch.Tensor] = None,
@@ -116,15 +126,10 @@ def build_loader(dataset, stream, batch_size: int, num_workers: int = 0, drop_la
     an empty stream or an index outside the dataset raises at once, not in a worker mid-epoch.
     ``pin_memory`` is ignored without CUDA (there is nothing to pin for).
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    check_batching(len(stream), batch_size, drop_last)
     items = IndexStreamDataset(dataset, stream, seed=seed, epoch=epoch, positions=positions)
-    if drop_last and len(items) < batch_size:
-        raise ValueError(f"drop_last=True with a stream of {len(items)} indices and batch_size "
-                         f"{batch_size} gives no batch at all; lower batch_size or keep the last "
-                         "batch")
     extra = {}
     if num_workers > 0 and prefetch_factor is not None:
         extra["prefetch_factor"] = prefetch_factor
