@@ -39,11 +39,16 @@ def cmd_info(args) -> int:
 
 
 def _config(args):
+    """The config of ``--config`` and ``--set``; retrain's positional architecture sets
+    ``retrain.arch`` (taken as it is: architecture strings are not YAML)."""
     from pada_fast.config import load_config
-    return load_config(args.config, args.set or [])
+    cfg = load_config(args.config, args.set or [])
+    if getattr(args, "arch", None):
+        cfg.retrain.arch = args.arch
+    return cfg
 
 
-def cmd_train(args) -> int:
+def cmd_train(args, trainer_class=None) -> int:
     """Single process, or one rank of a ``torchrun`` launch (WORLD_SIZE > 1): see
     ``pada_fast.train.distributed``."""
     from pada_fast.train import distributed
@@ -51,13 +56,15 @@ def cmd_train(args) -> int:
     def train() -> int:
         from pada_fast.train.trainer import Trainer
         try:
-            trainer = Trainer(_config(args), resume=args.resume, overwrite=args.overwrite)
+            trainer = (trainer_class or Trainer)(_config(args), resume=args.resume, overwrite=args.overwrite)
             result = trainer.fit()
         finally:
             distributed.teardown()
         code = result.get("exit_code", 0)
         if trainer.dist.is_main and not code:
             print(f"done in {result['train_time']:.1f}s; checkpoint {result['checkpoint']}")
+            if result.get("retrained"):
+                print(f"architecture file with the test accuracy: {result['retrained']}")
         return code   # 128 + the signal's number after a SIGTERM/SIGINT stop (checkpoint written)
 
     if distributed.launched():
@@ -65,6 +72,11 @@ def cmd_train(args) -> int:
         from torch.distributed.elastic.multiprocessing.errors import record
         return record(train)()
     return train()
+
+
+def cmd_retrain(args) -> int:
+    from pada_fast.train.retrain import RetrainTrainer
+    return cmd_train(args, RetrainTrainer)
 
 
 def cmd_rank(args) -> int:
@@ -145,6 +157,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run.out_dir holds a run: move it aside (to <out_dir>.old-<time>) and start anew")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser(
+        "retrain", help="train a found architecture stand-alone (configs/retrain_*.yaml)",
+        description="Train one architecture's stand-alone network with the trainer's checkpoints, "
+                    "resume, torchrun, precision modes and logs; the test accuracy goes into "
+                    "metrics.csv and run.out_dir/retrained.json.")
+    p.add_argument("arch", nargs="?",
+                   help="architecture file (a search's best.json) or string: NAS-Bench-201 "
+                        "'|op~0|+|...|', DARTS 'Genotype(...)', ProxylessNAS 'k3e6|skip|...' "
+                        "(default: retrain.arch)")
+    _add_config_args(p)
+    p.add_argument("--resume", action="store_true", help="continue from run.out_dir/checkpoint.pt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="run.out_dir holds a run: move it aside (to <out_dir>.old-<time>) and start anew")
+    p.set_defaults(func=cmd_retrain)
+
     p = sub.add_parser("rank", help="rank sub-models of a trained supernet against ground truth")
     p.add_argument("checkpoint")
     p.add_argument("--out", required=True, help="folder for predictions.csv, metrics.json, scatter.png")
@@ -188,8 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="decoding threads (default: all cores)")
     p.set_defaults(func=cmd_verify_data)
 
-    from pada_fast.search.cli import add_search_parser
+    from pada_fast.search.cli import add_latency_parser, add_search_parser
     add_search_parser(sub)
+    add_latency_parser(sub)
+    from pada_fast.deploy.cli import add_export_parser
+    add_export_parser(sub)
     from pada_fast.evaluate.gv_cli import add_gv_parser
     add_gv_parser(sub)
     return parser

@@ -124,6 +124,8 @@ class MethodConfig:
 
 @dataclass
 class OptimConfig:
+    # sgd (momentum, optionally nesterov; fused) or rmsprop (momentum, rmsprop_alpha, rmsprop_eps)
+    name: str = choice("sgd", "sgd", "rmsprop")
     epochs: int = bounded(250, 1)
     lr: float = bounded(0.05, 0.0)
     lr_min: float = bounded(0.0, 0.0)
@@ -132,6 +134,8 @@ class OptimConfig:
     weight_decay: float = bounded(2.5e-4, 0.0)
     grad_clip: float | None = bounded(5.0, 0.0)  # max gradient norm; null or 0 turns clipping off
     label_smoothing: float = bounded(0.0, 0.0, 1.0)
+    rmsprop_alpha: float = bounded(0.9, 0.0, 1.0)   # rmsprop: smoothing of the squared gradients
+    rmsprop_eps: float = bounded(1e-3, 0.0)          # rmsprop: added to the root (TensorFlow's 1e-3)
     # cosine learning rate updated every step, or once per epoch (the authors' CosineAnnealingLR)
     lr_schedule: str = choice("auto", "auto", "per_step", "per_epoch")
     # on: candidates trained before keep zero gradients, so weight decay and momentum move them
@@ -189,6 +193,26 @@ class RankConfig:
 
 
 @dataclass
+class RetrainConfig:
+    """``pada-fast retrain``: one architecture trained stand-alone (the other sections give its
+    data, optimiser and run settings)."""
+    # the architecture: a search's architecture file (best.json), a NAS-Bench-201 string
+    # ("|nor_conv_3x3~0|+|...|"), a DARTS genotype ("Genotype(normal=[...], ...)") or a
+    # ProxylessNAS ops string ("k3e6|skip|...")
+    arch: str | None = None
+    # network size; null: the architecture file's (a string: the space section's)
+    C: int | None = bounded(None, 1)          # nb201, darts: initial channels
+    N: int | None = bounded(None, 1)          # nb201: cells per stage
+    num_cells: int | None = bounded(None, 1)  # darts: cells
+    auxiliary_weight: float = bounded(0.0, 0.0)  # darts: loss weight of the auxiliary head (0: none)
+    drop_path: float = bounded(0.0, 0.0, 0.99)   # darts: drop-path probability, raised linearly over the epochs
+    dropout: float = bounded(0.0, 0.0, 0.99)     # proxyless: dropout before the classifier
+    # exponential moving average of the weights (e.g. 0.9999), evaluated beside the weights; null: off
+    ema_decay: float | None = bounded(None, 0.0, 1.0)
+    eval_every: int = bounded(1, 1)              # test accuracy every N epochs and after the last
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
@@ -196,6 +220,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
     rank: RankConfig = field(default_factory=RankConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

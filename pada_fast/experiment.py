@@ -31,12 +31,17 @@ def cosine_lr(step: int, total: int, lr: float, lr_min: float) -> float:
     return lr_min + 0.5 * (lr - lr_min) * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
 
 
-def build_optimizer(params, optim_cfg, implementation: str = "fused") -> torch.optim.SGD:
-    """SGD of ``optim_cfg``; ``implementation`` ``fused`` (one kernel per step, on the CPU too; it
-    honours a device ``found_inf`` flag) or ``foreach``. They agree up to float rounding (the
-    fused kernel rounds some updates differently in the last place)."""
+def build_optimizer(params, optim_cfg, implementation: str = "fused") -> torch.optim.Optimizer:
+    """The optimiser of ``optim_cfg`` (``optim.name``): SGD with ``implementation`` ``fused`` (one
+    kernel per step, on the CPU too; it honours a device ``found_inf`` flag) or ``foreach`` (they
+    agree up to float rounding: the fused kernel rounds some updates differently in the last
+    place); RMSProp (foreach; TensorFlow-style ``eps``, as the MobileNet recipes use it)."""
     if implementation not in ("fused", "foreach"):
         raise ValueError(f"implementation must be 'fused' or 'foreach', got {implementation!r}")
+    if getattr(optim_cfg, "name", "sgd") == "rmsprop":
+        return torch.optim.RMSprop(params, lr=optim_cfg.lr, alpha=optim_cfg.rmsprop_alpha,
+                                   eps=optim_cfg.rmsprop_eps, momentum=optim_cfg.momentum,
+                                   weight_decay=optim_cfg.weight_decay, foreach=True)
     kind = {"fused": True} if implementation == "fused" else {"foreach": True}
     return torch.optim.SGD(params, lr=optim_cfg.lr, momentum=optim_cfg.momentum,
                            weight_decay=optim_cfg.weight_decay, nesterov=optim_cfg.nesterov, **kind)

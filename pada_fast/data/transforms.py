@@ -85,6 +85,36 @@ class RandomHorizontalFlip:
         return f"RandomHorizontalFlip(p={self.p})"
 
 
+class Cutout:
+    """Zero a ``length`` x ``length`` square centred on a uniformly drawn pixel, clipped at the
+    border (DeVries & Taylor 2017, as DARTS' evaluation applies it: after normalisation, so the
+    square is the dataset mean)."""
+
+    accepts_generator = True
+
+    def __init__(self, length: int):
+        if length < 1:
+            raise ValueError(f"Cutout needs length >= 1, got {length}")
+        self.length = length
+
+    def draw(self, generator: Optional[torch.Generator], height: int, width: int) -> tuple[int, int, int, int]:
+        """The square's ``(top, bottom, left, right)`` in an ``height`` x ``width`` image."""
+        cy = int(torch.randint(0, height, (), generator=generator))
+        cx = int(torch.randint(0, width, (), generator=generator))
+        half = self.length // 2
+        return (max(cy - half, 0), min(cy + self.length - half, height),
+                max(cx - half, 0), min(cx + self.length - half, width))
+
+    def __call__(self, image: torch.Tensor, generator: Optional[torch.Generator] = None):
+        top, bottom, left, right = self.draw(generator, *image.shape[-2:])
+        image = image.clone()
+        image[..., top:bottom, left:right] = 0
+        return image
+
+    def __repr__(self):
+        return f"Cutout(length={self.length})"
+
+
 class ToFloat:
     """uint8 0..255 -> float32 0..1."""
 
@@ -176,7 +206,8 @@ def grey_train_transform(mean, std, size: int, padding: Optional[int] = None) ->
 
 # -- training recipes (``data.augment``) ----------------------------------------------------------
 # A recipe is a named one or a list of steps, "crop:P" (zero-pad P pixels, random crop back to the
-# image size) and "flip" (horizontal, p=0.5), written comma-separated or as a YAML list.
+# image size), "flip" (horizontal, p=0.5) and "cutout:L" (an L x L square zeroed after
+# normalisation), written comma-separated or as a YAML list.
 AUGMENT_NAMES = ("default", "none", "flip", "crop", "crop_flip")
 GREY_DATASETS = ("digits", "fashion_mnist")
 
@@ -219,9 +250,12 @@ def recipe_steps(augment, dataset: str, size: int) -> list[str]:
             steps.append(f"crop:{pad}")
         elif text.startswith("crop:") and text[5:].isdigit() and int(text[5:]) >= 1:
             steps.append(f"crop:{int(text[5:])}")
+        elif text.startswith("cutout:") and text[7:].isdigit() and int(text[7:]) >= 1:
+            steps.append(f"cutout:{int(text[7:])}")
         else:
-            raise ValueError(f"data.augment step {text!r} is not one of 'flip', 'crop' or 'crop:P' "
-                             f"(P >= 1 pixels of padding); or use a recipe name: {', '.join(AUGMENT_NAMES)}")
+            raise ValueError(f"data.augment step {text!r} is not one of 'flip', 'crop', 'crop:P' "
+                             f"(P >= 1 pixels of padding) or 'cutout:L' (L >= 1 pixels); or use a recipe "
+                             f"name: {', '.join(AUGMENT_NAMES)}")
     return steps
 
 
@@ -231,16 +265,19 @@ def describe_recipe(steps: Sequence[str]) -> str:
 
 
 def recipe_transform(steps: Sequence[str], mean, std, size: int) -> Compose:
-    """The training transform of a canonical recipe (see :func:`recipe_steps`)."""
-    ops = []
+    """The training transform of a canonical recipe (see :func:`recipe_steps`): crops and flips on
+    the uint8 pixels, then scaling and normalisation, then cutout."""
+    ops, after = [], []
     for step in steps:
         if step == "flip":
             ops.append(RandomHorizontalFlip())
         elif step.startswith("crop:"):
             ops.append(RandomCrop(size, int(step[5:])))
+        elif step.startswith("cutout:"):
+            after.append(Cutout(int(step[7:])))
         else:
             raise ValueError(f"recipe step {step!r} has no transform here (use recipe_steps first)")
-    return Compose(ops + [ToFloat(), Normalize(mean, std)])
+    return Compose(ops + [ToFloat(), Normalize(mean, std)] + after)
 
 
 def _resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:

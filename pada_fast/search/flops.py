@@ -132,6 +132,12 @@ def default_resolution(net) -> int:
     return int(getattr(net, "resolution", 32))
 
 
+def input_channels(net) -> int:
+    """Image channels supernet ``net`` takes."""
+    from pada_fast.search.export import space_kwargs
+    return int(space_kwargs(net).get("in_channels", getattr(net, "in_channels", 3)))
+
+
 def space_key(net) -> str:
     """Identifies a supernet configuration for the table cache."""
     from pada_fast.search.export import space_kwargs
@@ -141,23 +147,15 @@ def space_key(net) -> str:
                        "num_classes": getattr(net, "num_classes", None)}, sort_keys=True, default=str)
 
 
-# -- building ----------------------------------------------------------------------------------------
 @torch.no_grad()
-def build_cost_table(net, resolution: int | None = None, in_channels: int | None = None,
-                     use_cache: bool = True) -> CostTable:
-    """The MACs/parameter table of supernet ``net`` at ``resolution`` x ``resolution`` inputs
-    (default: the supernet's ``resolution`` attribute, else 32). Cached per (space configuration,
-    resolution) in this process. Runs a few tiny forward passes (eval mode) on the supernet's device."""
-    resolution = int(resolution or default_resolution(net))
-    in_channels = int(in_channels or getattr(net, "in_channels", 3))
-    key = f"{space_key(net)}|{resolution}|{in_channels}"
-    if use_cache and key in _TABLE_CACHE:
-        cached = _TABLE_CACHE[key]
-        return CostTable.from_dict(cached.to_dict(), active_layers=net.active_layers)
+def candidate_input_shapes(net, resolution: int, in_channels: int) -> dict[tuple[int, int], tuple[int, ...]]:
+    """``(layer, instance) -> input shape`` (without the batch) of every candidate module instance
+    of supernet ``net`` (:meth:`~pada_fast.spaces.base.SuperNet.candidate_modules`) on
+    ``resolution`` x ``resolution`` inputs, captured with forward pre-hooks during a few batch-2
+    forward passes in eval mode (every candidate of a layer sees the same shape)."""
     modules = net.candidate_modules()
     candidates = net.layer_candidates()
     param = next(net.parameters())
-    device, dtype = param.device, param.dtype
     shapes: dict[tuple[int, int], tuple[int, ...]] = {}
     handles = []
     for l, per_cand in enumerate(modules):
@@ -168,7 +166,7 @@ def build_cost_table(net, resolution: int | None = None, in_channels: int | None
                 handles.append(m.register_forward_pre_hook(hook))
     was_training = net.training
     net.eval()
-    x = torch.zeros(COUNT_BATCH, in_channels, resolution, resolution, device=device, dtype=dtype)
+    x = torch.zeros(COUNT_BATCH, in_channels, resolution, resolution, device=param.device, dtype=param.dtype)
     try:
         # Pass k runs candidate min(k, K_l - 1) everywhere; passes 1.. avoid index 0, which is
         # "none" in NAS-Bench-201 and DARTS (a dead edge runs nothing, so its input is not seen).
@@ -180,15 +178,41 @@ def build_cost_table(net, resolution: int | None = None, in_channels: int | None
     finally:
         for h in handles:
             h.remove()
+        net.train(was_training)
+    for l, per_cand in enumerate(modules):
+        for i in range(len(per_cand[0])):
+            if (l, i) not in shapes:
+                raise RuntimeError(f"layer {l} instance {i} never ran while capturing input shapes; "
+                                   "cannot tell its input shape")
+    return shapes
+
+
+# -- building ----------------------------------------------------------------------------------------
+@torch.no_grad()
+def build_cost_table(net, resolution: int | None = None, in_channels: int | None = None,
+                     use_cache: bool = True) -> CostTable:
+    """The MACs/parameter table of supernet ``net`` at ``resolution`` x ``resolution`` inputs
+    (default: the supernet's ``resolution`` attribute, else 32). Cached per (space configuration,
+    resolution) in this process. Runs a few tiny forward passes (eval mode) on the supernet's device."""
+    resolution = int(resolution or default_resolution(net))
+    in_channels = int(in_channels or input_channels(net))
+    key = f"{space_key(net)}|{resolution}|{in_channels}"
+    if use_cache and key in _TABLE_CACHE:
+        cached = _TABLE_CACHE[key]
+        return CostTable.from_dict(cached.to_dict(), active_layers=net.active_layers)
+    modules = net.candidate_modules()
+    param = next(net.parameters())
+    device, dtype = param.device, param.dtype
+    was_training = net.training
+    shapes = candidate_input_shapes(net, resolution, in_channels)
+    x = torch.zeros(COUNT_BATCH, in_channels, resolution, resolution, device=device, dtype=dtype)
+    net.eval()
     layer_macs, layer_params = [], []
     for l, per_cand in enumerate(modules):
         macs_row, params_row = [], []
         for per_inst in per_cand:
             total = 0
             for i, m in enumerate(per_inst):
-                if (l, i) not in shapes:
-                    raise RuntimeError(f"layer {l} instance {i} never ran while building the cost "
-                                       "table; cannot tell its input shape")
                 total += macs_per_image(m, shapes[(l, i)], device=device, dtype=dtype)
             macs_row.append(total)
             params_row.append(sum(count_params(m) for m in per_inst))
@@ -211,4 +235,5 @@ def build_cost_table(net, resolution: int | None = None, in_channels: int | None
     return table
 
 
-__all__ = ["CostTable", "build_cost_table", "count_macs", "count_params", "macs_per_image", "network_cost"]
+__all__ = ["CostTable", "build_cost_table", "candidate_input_shapes", "count_macs", "count_params",
+           "macs_per_image", "network_cost"]

@@ -8,7 +8,8 @@ Outputs in ``out_dir`` (rewritten after every generation or round, each atomical
   uninterrupted run (the fitness must be deterministic). Settings must match, except the number
   of generations/rounds: raising it extends a finished search;
 * ``history.jsonl`` — one record per evaluated architecture: ``index, step, origin, arch, genes,
-  fitness, macs, params`` and ``true_accuracy`` when a ground truth is known;
+  fitness, macs, params``, ``latency_ms`` when a latency table is given and ``true_accuracy``
+  when a ground truth is known;
 * ``best.json`` — the best architecture (the caller's ``export`` may turn it into an architecture
   file, see :mod:`.export`), ``top.json`` — the best ``top_k`` records;
 * ``search.png`` — fitness vs MACs of every evaluation, coloured by generation/round (redrawn
@@ -146,6 +147,8 @@ class SearchRun:
         record = {"index": len(self.records), "step": step, "origin": origin,
                   "arch": self.space.arch_to_str(arch), "genes": list(arch),
                   "fitness": float(self.fitness(arch)), "macs": macs, "params": params}
+        if self.budget.latency is not None:
+            record["latency_ms"] = self.budget.latency_ms(arch)
         if self.true_accuracy is not None:
             record["true_accuracy"] = self.true_accuracy(arch)
         self.records.append(record)
@@ -171,6 +174,8 @@ class SearchRun:
         self.save()
         best = self.top(1)[0]
         cost = "" if best["macs"] is None else f" MACs {best['macs'] / 1e6:.2f}M"
+        if best.get("latency_ms") is not None:
+            cost += f" latency {best['latency_ms']:.3f} ms"
         true = ("" if best.get("true_accuracy") is None
                 else f" (true {best['true_accuracy']:.2f})")
         step_fit = [r["fitness"] for r in self.records if r["step"] == step]

@@ -47,6 +47,7 @@ def shuffled_batches(dataset, batch_size: int, num_batches: int, device, seed: i
 
 def run_search(checkpoint: str | Path, out_dir: str | Path, algorithm: str = "evolution", *,
                max_macs: float | None = None, max_params: float | None = None,
+               max_latency_ms: float | None = None, latency_table: str | Path | None = None,
                resolution: int | None = None, seed: int = 0, resume: bool = False,
                eval_split: str | None = None, eval_subset: int | None = -1,
                batch_size: int | None = None, recalibrate_batches: int | None = None,
@@ -56,7 +57,9 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, algorithm: str = "ev
                log=None) -> dict:
     """Search the supernet in ``checkpoint``; returns a summary (also in ``out_dir/summary.json``).
     ``evolution``/``random`` hold the algorithm's settings (see :func:`evolution_search`,
-    :func:`random_search`); ``-1`` for ``eval_subset`` means "the config's"."""
+    :func:`random_search`); ``-1`` for ``eval_subset`` means "the config's". ``latency_table``: a
+    table of ``pada-fast latency-table`` for this supernet's space, needed by ``max_latency_ms``
+    (and recorded for every candidate when given)."""
     from pada_fast.data.datasets import build_split
     from pada_fast.evaluate.heldout import load_heldout
     from pada_fast.devices import resolve_device
@@ -76,7 +79,16 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, algorithm: str = "ev
     resolution = resolution or getattr(cfg.space, "resolution", None)
     table = build_cost_table(model, resolution)
     table.save(out / "cost_table.json")
-    budget = Budget(table, max_macs, max_params)
+    latency = None
+    if latency_table is not None:
+        from .latency import load_latency_table
+        latency = load_latency_table(latency_table, model)
+        latency.check_matches(model, table.resolution)
+        latency.save(out / "latency_table.json")
+    elif max_latency_ms is not None:
+        raise ValueError("--max-latency-ms needs --latency-table FILE (measure it on the target "
+                         "device with pada-fast latency-table)")
+    budget = Budget(table, max_macs, max_params, latency, max_latency_ms)
     low, high = table.bounds("macs")
     log(f"search space {model.space_name}: {model.num_layers} layers, MACs "
         f"{low / 1e6:.2f}M..{high / 1e6:.2f}M at {table.resolution}x{table.resolution}; "
@@ -110,7 +122,7 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, algorithm: str = "ev
         truth = GroundTruthLookup(model, gt)
 
     def export(arch, record):
-        extra = {k: record[k] for k in ("fitness", "true_accuracy", "index", "step", "origin")
+        extra = {k: record[k] for k in ("fitness", "true_accuracy", "index", "step", "origin", "latency_ms")
                  if k in record}
         return arch_spec(model, arch, table, **extra)
 
@@ -118,7 +130,8 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, algorithm: str = "ev
                   export=export, top_k=top_k, log=log)
     write_json_atomic(out / "search_args.json", {
         "checkpoint": str(checkpoint), "algorithm": algorithm, "max_macs": max_macs,
-        "max_params": max_params, "resolution": table.resolution, "seed": seed,
+        "max_params": max_params, "max_latency_ms": max_latency_ms,
+        "latency_table": None if latency_table is None else str(latency_table), "resolution": table.resolution, "seed": seed,
         **held.protocol,
         "recalibrate_batches": 0 if not calib else len(calib), "ground_truth": gt_path,
         "evolution": evolution or {}, "random": random or {}}, indent=2)
@@ -128,7 +141,7 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, algorithm: str = "ev
         result = random_search(model, fitness, budget, **(random or {}), **common)
     best = json.loads((out / "best.json").read_text())
     summary = {"algorithm": algorithm, "space": model.space_name, "checkpoint": str(checkpoint),
-               "best": {k: best.get(k) for k in ("arch", "fitness", "true_accuracy", "macs", "params",
+               "best": {k: best.get(k) for k in ("arch", "fitness", "true_accuracy", "macs", "params", "latency_ms",
                                                  "network_macs", "network_params", "genotype")
                         if k in best},
                "evaluations": result.evaluations, "budget": budget.to_dict(),

@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 
 import torch
 from torch import nn
+import torch.nn.functional as F
 
 from pada_fast.registry import SPACES, SpaceEntry
 
@@ -401,13 +402,36 @@ class DartsPathNetwork(_Skeleton):
         return self.classifier(self.pool(s1))
 
 
+class AuxiliaryHead(nn.Module):
+    """DARTS' auxiliary classifier (``AuxiliaryHeadCIFAR``) on the output of the cell at 2/3 of
+    the depth: ReLU, 5x5 average pooling with stride 3 (an 8x8 map becomes 2x2; other sizes are
+    pooled to 2x2 adaptively), 1x1 conv to 128, BN, ReLU, 2x2 conv to 768, BN, ReLU, linear."""
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False), nn.BatchNorm2d(768), nn.ReLU(inplace=True))
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(x)
+        if tuple(x.shape[-2:]) == (8, 8):
+            x = F.avg_pool2d(x, 5, stride=3, padding=0, count_include_pad=False)
+        else:
+            x = F.adaptive_avg_pool2d(x, 2)
+        return self.classifier(self.features(x).flatten(1))
+
+
 class DartsNetwork(_Skeleton):
-    """DARTS' evaluation network (``NetworkCIFAR`` without the auxiliary head) of a genotype;
-    set ``drop_path_prob`` before training steps as DARTS does. ``forward(x)``."""
+    """DARTS' evaluation network (``NetworkCIFAR``) of a genotype; set ``drop_path_prob`` before
+    training steps as DARTS does. ``forward(x)`` returns the logits; with ``auxiliary`` the
+    network also holds DARTS' auxiliary head, and ``forward_with_aux(x)`` returns ``(logits,
+    auxiliary logits)`` in training mode (the head is not run in eval mode, nor exported)."""
 
     def __init__(self, genotype: Genotype | str, C: int = 36, num_cells: int = 20,
                  num_classes: int = 10, in_channels: int = 3, bn_mode: str = "running",
-                 drop_path_prob: float = 0.0):
+                 drop_path_prob: float = 0.0, auxiliary: bool = False):
         if isinstance(genotype, str):
             genotype = genotype_from_str(genotype)
         genotype_to_arch(genotype)   # validates
@@ -419,14 +443,25 @@ class DartsNetwork(_Skeleton):
             raise ValueError("normal_concat and reduce_concat must have the same length")
         self.genotype = genotype
         self.drop_path_prob = drop_path_prob
+        self.aux_index = 2 * num_cells // 3
+        self.auxiliary = None
+        if auxiliary:
+            width = len(genotype.normal_concat) * C * 2 ** sum(r <= self.aux_index for r in self.reductions)
+            self.auxiliary = AuxiliaryHead(width, num_classes)
         self.spec = {"space": "darts", "genotype": genotype_to_str(genotype), "C": C,
                      "num_cells": num_cells, "num_classes": num_classes, "in_channels": in_channels}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         s0 = s1 = self.stem(x)
-        for cell in self.cells:
+        aux = None
+        for index, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
-        return self.classifier(self.pool(s1))
+            if index == self.aux_index and self.auxiliary is not None and self.training:
+                aux = self.auxiliary(s1)
+        return self.classifier(self.pool(s1)), aux
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_aux(x)[0]
 
 
 def _from_config(s, num_classes: int, in_channels: int) -> dict:

@@ -12,6 +12,8 @@ and keeps their operations out of the path-importance statistics for that step.
 """
 from __future__ import annotations
 
+import re
+
 from typing import Callable, Sequence
 
 import torch
@@ -294,6 +296,28 @@ class NB201SuperNet(_Skeleton, SuperNet):
         return NB201Network(arch, C=self.C, N=self.N, num_classes=self.num_classes,
                             in_channels=self.in_channels, bn_mode=bn_mode)
 
+    def extract(self, arch: Sequence[int]) -> "NB201Network":
+        """The sub-model of ``arch`` with the supernet's weights (and BN mode) copied in:
+        ``extract(arch)(x)`` equals ``self(x, arch)``."""
+        genes = check_arch(self._key(arch))
+        net = NB201Network(genes, C=self.C, N=self.N, num_classes=self.num_classes,
+                           in_channels=self.in_channels, bn_mode=self.bn_mode,
+                           reduction_bn=self.reduction_bn)
+        source = self.state_dict()
+        index = {name: e for e, name in enumerate(EDGE_NAMES)}
+        pattern = re.compile(r"^body\.(\d+)\.edges\.([^.]+)\.(.*)$")
+        state = {}
+        for name in net.state_dict():
+            m = pattern.match(name)
+            if m:
+                e = index[m.group(2)]
+                name = f"body.{m.group(1)}.edges.{e}.{genes[e]}.{m.group(3)}"
+                state[f"body.{m.group(1)}.edges.{m.group(2)}.{m.group(3)}"] = source[name]
+            else:
+                state[name] = source[name]
+        net.load_state_dict(state)
+        return net.to(next(self.parameters()).device)
+
     # -- internals -----------------------------------------------------------------------------
     def _search_cells(self) -> list[SearchCell]:
         return [m for m in self.body if isinstance(m, SearchCell)]
@@ -312,10 +336,14 @@ class NB201Network(_Skeleton):
     operations of its live edges instantiated. ``forward(x)``."""
 
     def __init__(self, arch: Sequence[int], C: int = 16, N: int = 5, num_classes: int = 10,
-                 in_channels: int = 3, bn_mode: str = "running"):
+                 in_channels: int = 3, bn_mode: str = "running", reduction_bn: str = "batch"):
+        """``reduction_bn`` as the supernet's (it matters with ``bn_mode="batch"`` only)."""
         genes = check_arch(arch)
+        if reduction_bn not in ("batch", "affine"):
+            raise ValueError(f"reduction_bn must be 'batch' or 'affine', got {reduction_bn!r}")
+        reduction_mode = "affine_batch" if reduction_bn == "affine" and bn_mode == "batch" else bn_mode
         super().__init__(C, N, num_classes, in_channels, bn_mode,
-                         lambda width: FixedCell(width, genes, bn_mode))
+                         lambda width: FixedCell(width, genes, bn_mode), reduction_mode)
         self.arch = genes
 
     @property

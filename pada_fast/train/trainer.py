@@ -71,6 +71,11 @@ class Trainer:
     logs and writes checkpoints. The process group stays up after :meth:`fit` (the CLI tears it
     down; API users call ``distributed.teardown()``)."""
 
+    #: config sections a resumed run must match (less RESUME_IGNORED_KEYS)
+    checked_sections = checkpoint.CHECKED_SECTIONS
+    #: loss weight of an auxiliary head's logits (see :meth:`forward`)
+    aux_weight = 0.0
+
     def __init__(self, cfg: Config, resume: bool = False, overwrite: bool = False):
         """``resume``: continue the run in ``run.out_dir``. Otherwise ``run.out_dir`` must not hold
         a run, unless ``overwrite``, which moves that run aside (``<out_dir>.old-<time>``)."""
@@ -138,7 +143,7 @@ class Trainer:
             # file names that are not valid UTF-8 are written with their undecodable bytes escaped
             write_text_atomic(self.out_dir / "skipped_files.txt",
                               "".join(printable(line) + "\n" for line in self.train_set.skipped))
-        self.model = build_model(cfg, self.train_set.num_classes, self.train_set.in_channels).to(self.device)
+        self.model = self.build_model(self.train_set.num_classes, self.train_set.in_channels).to(self.device)
         self.dtype = getattr(torch, cfg.run.dtype)
         if self.dtype != torch.float32:
             self.model.to(self.dtype)
@@ -191,6 +196,21 @@ class Trainer:
         distributed.broadcast_module_(self.model, self.dist)
         if main:
             cfg.save(self.out_dir / "config.yaml")
+
+    def build_model(self, num_classes: int, in_channels: int) -> torch.nn.Module:
+        """The model this trainer trains: ``cfg``'s supernet (``auto`` values resolved)."""
+        return build_model(self.cfg, num_classes, in_channels)
+
+    def describe_model(self) -> str:
+        """What is trained, for the run's first line."""
+        millions = sum(p.numel() for p in self.model.parameters()) / 1e6
+        return (f"{self.cfg.space.name} ({self.model.num_layers} searchable layers, {millions:.2f}M "
+                f"parameters) with {self.cfg.method.name}")
+
+    def forward(self, images: torch.Tensor, arch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One path's logits and auxiliary logits (None: no auxiliary head) inside the step's
+        autocast; the supernet has no auxiliary head."""
+        return self.model(images, arch), None
 
     def _setup_throughput(self) -> None:
         """Precision, memory format and cuDNN autotuning (DESIGN §5b). ``run.channels_last`` and
@@ -276,7 +296,8 @@ class Trainer:
         path, state = self._load_checkpoint()
         # How the work is spread (workers, BN sync across ranks) may change on resume, like the
         # number of processes (the global batch may not); optim.epochs may grow to train longer.
-        checkpoint.check_compatible(state, self.cfg, path=path, ignore=RESUME_IGNORED_KEYS)
+        checkpoint.check_compatible(state, self.cfg, path=path, ignore=RESUME_IGNORED_KEYS,
+                                    sections=self.checked_sections)
         saved = state["config"]
         for key in sorted(RESUME_CHANGEABLE_KEYS):
             section, name = key.split(".")
@@ -487,7 +508,7 @@ class Trainer:
         step_loss_sum = step_correct = None
         for arch in archs:          # one path; FairNAS: K paths, gradients accumulated
             with self.autocast():
-                logits = self.model(images, arch)
+                logits, aux_logits = self.forward(images, arch)
                 # float32 losses and importance whatever the logits' dtype
                 per_sample, importance = ops.cross_entropy_with_importance(logits, labels,
                                                                            cfg.optim.label_smoothing)
@@ -496,6 +517,9 @@ class Trainer:
                 loss = (per_sample * weights).mean()
             else:
                 loss = per_sample.mean()
+            if aux_logits is not None:      # DARTS' auxiliary head (retraining)
+                loss = loss + self.aux_weight * torch.nn.functional.cross_entropy(
+                    aux_logits.float(), labels, label_smoothing=cfg.optim.label_smoothing)
             (loss if self.scaler is None else self.scaler.scale(loss)).backward()
             path_loss = per_sample.detach().sum()
             path_correct = (logits.detach().argmax(1) == labels).sum()
@@ -641,9 +665,7 @@ class Trainer:
         if self.dist.enabled:
             ranks = (f" x {self.dist.world_size} processes ({self.dist.backend}, {self.local_batch} "
                      f"images per rank, BN statistics {'global' if cfg.space.sync_bn else 'per rank'})")
-        millions = sum(p.numel() for p in self.model.parameters()) / 1e6
-        self.log_info(f"training {cfg.space.name} ({self.model.num_layers} searchable layers, {millions:.2f}M "
-                    f"parameters) with {cfg.method.name} on "
+        self.log_info(f"training {self.describe_model()} on "
                     f"{cfg.data.dataset} ({len(self.train_set)} images, {self.steps_per_epoch} steps/epoch) "
                     f"on {self.device}{ranks}; fused ops {'compiled' if ops.COMPILED else 'reference'}; "
                     f"outputs in {self.out_dir}")

@@ -1,0 +1,141 @@
+"""The network an export writes, with its weights, and what its outputs must match.
+
+* ``checkpoint`` (a supernet's ``checkpoint.pt``): the sub-model of the architecture with the
+  supernet's weights (``SuperNet.extract``); its outputs must equal the supernet's on that path.
+  Running-statistics BatchNorm is recalibrated first on ``recalibrate_batches`` shuffled training
+  batches, in the sub-model and in the supernet alike (as the search judged the candidate);
+* ``weights`` (a ``pada-fast retrain`` run's checkpoint): the retrained stand-alone network;
+* neither: the stand-alone network with fresh weights (``network_from_spec``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from pada_fast.log import get_logger
+
+_log = get_logger(__name__)
+
+
+@dataclass
+class ExportSource:
+    """The network to export (eval mode, CPU), where its weights come from, the input shape
+    ``(C, H, W)`` it is checked at, ``reference(x)``: the outputs it must reproduce, and
+    ``builder``: how :func:`~pada_fast.deploy.formats.build_from` constructs it again."""
+    network: nn.Module
+    weights: str
+    input_shape: tuple[int, int, int]
+    reference: Callable[[torch.Tensor], torch.Tensor]
+    spec: dict
+    builder: dict
+
+
+def _registry_builder(spec: dict) -> dict:
+    return {"space": spec["space"], "kwargs": dict(spec["network"]["kwargs"])}
+
+
+def _extracted_builder(supernet, spec: dict, arch, network: nn.Module) -> dict:
+    """How to construct ``supernet.extract(arch)`` again: the space's stand-alone network with the
+    supernet's BatchNorm mode (NAS-Bench-201, ProxylessNAS), or DARTS' single-path network."""
+    name = supernet.space_name
+    if name == "darts":
+        from pada_fast.spaces.darts_arch import check_arch
+        kwargs = {"arch": list(check_arch(tuple(arch))), "C": supernet.C, "num_cells": supernet.num_cells,
+                  "num_classes": supernet.num_classes, "in_channels": supernet.in_channels,
+                  "bn_mode": supernet.bn_mode}
+        return {"module": f"{type(network).__module__}.{type(network).__qualname__}", "kwargs": kwargs}
+    kwargs = dict(supernet.network_kwargs(arch), bn_mode=supernet.bn_mode)
+    if name == "nb201":
+        kwargs["reduction_bn"] = supernet.reduction_bn
+    return {"space": name, "kwargs": kwargs}
+
+
+def _arch_of(spec: dict, supernet) -> tuple[int, ...]:
+    if spec.get("genes") is not None:
+        return tuple(int(g) for g in spec["genes"])
+    return supernet.str_to_arch(spec["arch"])
+
+
+def _from_supernet(spec: dict, checkpoint_path, recalibrate_batches: int, seed: int) -> ExportSource:
+    from pada_fast.experiment import load_run
+    from pada_fast.search.export import space_kwargs
+    from pada_fast.search.supernet_search import has_running_bn, shuffled_batches
+    from pada_fast.spaces.batchnorm import recalibrate_bn
+    run = load_run(checkpoint_path, "cpu")
+    supernet = run.model.eval()
+    if spec["space"] != supernet.space_name:
+        raise ValueError(f"the architecture is of space {spec['space']!r} but {checkpoint_path} holds a "
+                         f"{supernet.space_name!r} supernet; pass the supernet the search ran on")
+    saved = spec.get("space_kwargs")
+    if saved is not None:
+        import json
+        mine = json.loads(json.dumps(space_kwargs(supernet), default=str))
+        diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
+        if diff:
+            raise ValueError(f"the architecture file was searched on a supernet with other settings than "
+                             f"{checkpoint_path} ({', '.join(f'{k}={saved.get(k)!r}, here {mine.get(k)!r}' for k in diff)}); "
+                             "pass the supernet the search ran on")
+    if not hasattr(supernet, "extract"):
+        raise ValueError(f"space {supernet.space_name!r} cannot extract a sub-model with inherited weights")
+    arch = _arch_of(spec, supernet)
+    network = supernet.extract(arch)
+    weights = f"inherited from the supernet {checkpoint_path}"
+    if has_running_bn(supernet) and recalibrate_batches > 0:
+        from pada_fast.data.datasets import build_split
+        d = run.cfg.data
+        batches = shuffled_batches(build_split(d, "train", subset=d.train_subset), d.batch_size,
+                                   recalibrate_batches, "cpu", seed)
+        recalibrate_bn(supernet, arch, batches)
+        recalibrate_bn(network, None, batches)
+        weights += f" (BatchNorm recalibrated on {len(batches)} training batches of {d.batch_size})"
+    network.eval()
+    resolution = int(spec.get("resolution") or getattr(supernet, "resolution", 32))
+    shape = (int(run.state["in_channels"]), resolution, resolution)
+    return ExportSource(network, weights, shape, lambda x: supernet(x, arch), spec,
+                        _extracted_builder(supernet, spec, arch, network))
+
+
+def _from_retrained(spec: dict, weights_path) -> ExportSource:
+    from pada_fast import checkpoint
+    from pada_fast.search.export import network_from_spec
+    state = checkpoint.load(weights_path)
+    retrained = state.get("retrain")
+    if not retrained:
+        raise ValueError(f"{weights_path} is not a `pada-fast retrain` checkpoint (it holds no retrained "
+                         "network); for a supernet's weights pass it with --checkpoint")
+    trained_spec = retrained["spec"]
+    if spec.get("arch") != trained_spec.get("arch"):
+        raise ValueError(f"{weights_path} retrained {trained_spec.get('arch')!r}, not the architecture file's "
+                         f"{spec.get('arch')!r}; pass the run's retrained.json or the matching checkpoint")
+    network = network_from_spec(trained_spec)
+    prefix = "network."
+    network.load_state_dict({k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)})
+    network.eval()
+    shape = tuple(int(v) for v in trained_spec["input_shape"])
+    return ExportSource(network, f"retrained ({weights_path})", shape, network, trained_spec,
+                        _registry_builder(trained_spec))
+
+
+def network_for_export(spec: dict, checkpoint: str | None = None, weights: str | None = None,
+                       recalibrate_batches: int = 10, seed: int = 0) -> ExportSource:
+    """The network of architecture file ``spec`` with its weights (see the module's docstring)."""
+    if checkpoint and weights:
+        raise ValueError("pass --checkpoint (a supernet's inherited weights) or --weights (a retrained "
+                         "network), not both")
+    if checkpoint:
+        return _from_supernet(spec, checkpoint, recalibrate_batches, seed)
+    if weights:
+        return _from_retrained(spec, weights)
+    from pada_fast.search.export import network_from_spec
+    _log.info("warning: no --checkpoint or --weights: exporting the network with fresh (untrained) weights")
+    network = network_from_spec(spec).eval()
+    kwargs = spec["network"]["kwargs"]
+    resolution = int(spec.get("resolution") or kwargs.get("resolution") or 32)
+    shape = (int(kwargs.get("in_channels", 3)), resolution, resolution)
+    return ExportSource(network, "fresh (untrained)", shape, network, spec, _registry_builder(spec))
+
+
+__all__ = ["ExportSource", "network_for_export"]
