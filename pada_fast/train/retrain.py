@@ -42,20 +42,18 @@ ARCH_FORMAT = "pada_fast.arch/1"
 
 
 # -- the architecture ---------------------------------------------------------------------------------
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).is_file()
+    except OSError:          # e.g. a name longer than the file system allows
+        return False
+
+
 def parse_arch_source(text: str, space_cfg) -> dict:
     """``retrain.arch`` as ``{"space", "arch", "network": {"kwargs"}}`` (an architecture file's
     fields). A string names the network's sizes through the config's ``space`` section."""
     from pada_fast.search.export import load_arch
     text = str(text).strip()
-    if text.endswith(".json") or Path(text).is_file():
-        if not Path(text).is_file():
-            raise ConfigError(f"retrain.arch {text} does not exist (an architecture file such as a search's "
-                              "best.json, or an architecture string)")
-        try:
-            spec = load_arch(text)
-        except ValueError as exc:
-            raise ConfigError(f"retrain.arch: {exc}") from None
-        return {**spec, "source": text}
     s = space_cfg
     if text.startswith("Genotype("):
         from pada_fast.spaces.darts_arch import genotype_from_str
@@ -78,6 +76,15 @@ def parse_arch_source(text: str, space_cfg) -> dict:
                 "network": {"kwargs": {"ops": text.split("|"), "width_mult": s.width_mult,
                                        "stem_stride": s.stem_stride, "last_channels": s.last_channels,
                                        "resolution": s.resolution or 224}}}
+    if text.endswith(".json") or _is_file(text):
+        if not _is_file(text):
+            raise ConfigError(f"retrain.arch {text} does not exist (an architecture file such as a search's "
+                              "best.json, or an architecture string)")
+        try:
+            spec = load_arch(text)
+        except ValueError as exc:
+            raise ConfigError(f"retrain.arch: {exc}") from None
+        return {**spec, "source": text}
     raise ConfigError(f"retrain.arch {text[:80]!r} is neither an architecture file nor an architecture "
                       "string (NAS-Bench-201 '|op~0|+|...|', DARTS 'Genotype(...)', ProxylessNAS 'k3e6|skip|...')")
 
@@ -176,7 +183,7 @@ class EMAHook(HookBase):
 
 
 @torch.no_grad()
-def test_accuracy(network: nn.Module, test_set, batch_size: int, device, num_workers: int = 0,
+def heldout_accuracy(network: nn.Module, test_set, batch_size: int, device, num_workers: int = 0,
                   memory_format=torch.contiguous_format, autocast=None) -> tuple[float, float]:
     """(top-1 accuracy in percent, mean cross-entropy) of ``network`` in eval mode on ``test_set``."""
     from pada_fast.data.loader import build_loader
@@ -199,7 +206,7 @@ def test_accuracy(network: nn.Module, test_set, batch_size: int, device, num_wor
     return 100.0 * correct.item() / n, loss.item() / n
 
 
-class TestAccuracyHook(HookBase):
+class HeldOutAccuracyHook(HookBase):
     """The test split's accuracy (and the EMA weights') every ``retrain.eval_every`` epochs and
     after the last, into the epoch's row; rank 0 evaluates, the others wait at the epoch's barrier."""
 
@@ -211,10 +218,10 @@ class TestAccuracyHook(HookBase):
         d = t.cfg.data
         kwargs = dict(batch_size=d.eval_batch_size, device=t.device, num_workers=d.num_workers,
                       memory_format=t.memory_format, autocast=t.autocast)
-        row["test_acc"], row["test_loss"] = test_accuracy(t.network, t.test_set, **kwargs)
+        row["test_acc"], row["test_loss"] = heldout_accuracy(t.network, t.test_set, **kwargs)
         line = f"epoch {epoch + 1}/{epochs}: test accuracy {row['test_acc']:.2f}%"
         if t.ema is not None:
-            row["ema_test_acc"], row["ema_test_loss"] = test_accuracy(t.ema.model, t.test_set, **kwargs)
+            row["ema_test_acc"], row["ema_test_loss"] = heldout_accuracy(t.ema.model, t.test_set, **kwargs)
             line += f", EMA weights {row['ema_test_acc']:.2f}%"
         t.log_info(f"{line} ({len(t.test_set)} {d.eval_split} images)")
 
@@ -281,7 +288,7 @@ class RetrainTrainer(Trainer):
             hook.trainer = self
             self.hooks.insert(0, hook)
         self._resume_state = None
-        self.register_hook(TestAccuracyHook())
+        self.register_hook(HeldOutAccuracyHook())
 
     def _load_checkpoint(self):
         path, state = super()._load_checkpoint()
@@ -317,5 +324,5 @@ class RetrainTrainer(Trainer):
         result["retrained"] = str(self.out_dir / "retrained.json")
 
 
-__all__ = ["DropPathScheduleHook", "EMAHook", "FixedArchitecture", "RetrainTrainer", "TestAccuracyHook",
-           "WeightEMA", "parse_arch_source", "retrain_spec", "test_accuracy"]
+__all__ = ["DropPathScheduleHook", "EMAHook", "FixedArchitecture", "HeldOutAccuracyHook", "RetrainTrainer",
+           "WeightEMA", "heldout_accuracy", "parse_arch_source", "retrain_spec"]
