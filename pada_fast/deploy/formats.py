@@ -42,8 +42,12 @@ def _write_onnx(network: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: 
     axes = {"images": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(network, (x,), str(path), dynamo=False, input_names=["images"],
-                          output_names=["logits"], dynamic_axes=axes, opset_version=ONNX_OPSET)
+        try:
+            torch.onnx.export(network, (x,), str(path), dynamo=False, input_names=["images"],
+                              output_names=["logits"], dynamic_axes=axes, opset_version=ONNX_OPSET)
+        except ModuleNotFoundError as exc:
+            raise RuntimeError(f"--format onnx needs {exc.name}: pip install 'pada_fast[export]' "
+                               "(or use --format torchscript)") from None
 
 
 def _run_onnx(path: Path, x: torch.Tensor) -> torch.Tensor | None:

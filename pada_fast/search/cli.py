@@ -16,6 +16,24 @@ def parse_amount(text: str) -> float:
     return float(match.group(1)) * _SUFFIX[match.group(2)]
 
 
+def parse_latency(text: str) -> float | str:
+    """``4.5`` (milliseconds) or ``40%`` (of the way from the table's fastest to its slowest sum)."""
+    text = text.strip()
+    try:
+        if text.endswith("%"):
+            value = float(text[:-1])
+            if not 0 <= value <= 100:
+                raise ValueError
+            return f"{value:g}%"
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a latency: {text!r} (milliseconds such as 4.5, or a "
+                                         "percentage of the table's range such as 40%)") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"the latency budget must be positive, got {text!r}")
+    return value
+
+
 def cmd_search(args) -> int:
     import sys
 
@@ -55,8 +73,9 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--algorithm", choices=["evolution", "random"], default="evolution")
     p.add_argument("--max-macs", type=parse_amount, help="MACs ('FLOPs') budget, e.g. 400M")
     p.add_argument("--max-params", type=parse_amount, help="parameter budget, e.g. 5M")
-    p.add_argument("--max-latency-ms", type=float,
-                   help="latency budget in milliseconds, predicted by --latency-table")
+    p.add_argument("--max-latency-ms", type=parse_latency,
+                   help="latency budget predicted by --latency-table: milliseconds (4.5), or P%% "
+                        "(the table's fastest sum plus P%% of the way to its slowest)")
     p.add_argument("--latency-table",
                    help="lookup table of `pada-fast latency-table` for this space (measured on the "
                         "target device); its prediction is recorded for every candidate")
@@ -180,4 +199,4 @@ def add_latency_parser(subparsers) -> argparse.ArgumentParser:
 
 
 __all__ = ["add_latency_parser", "add_search_parser", "cmd_latency_table", "cmd_search", "latency_supernet",
-           "parse_amount"]
+           "parse_amount", "parse_latency"]

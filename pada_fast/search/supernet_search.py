@@ -47,7 +47,7 @@ def shuffled_batches(dataset, batch_size: int, num_batches: int, device, seed: i
 
 def run_search(checkpoint: str | Path, out_dir: str | Path, algorithm: str = "evolution", *,
                max_macs: float | None = None, max_params: float | None = None,
-               max_latency_ms: float | None = None, latency_table: str | Path | None = None,
+               max_latency_ms: float | str | None = None, latency_table: str | Path | None = None,
                resolution: int | None = None, seed: int = 0, resume: bool = False,
                eval_split: str | None = None, eval_subset: int | None = -1,
                batch_size: int | None = None, recalibrate_batches: int | None = None,
@@ -59,7 +59,8 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, algorithm: str = "ev
     ``evolution``/``random`` hold the algorithm's settings (see :func:`evolution_search`,
     :func:`random_search`); ``-1`` for ``eval_subset`` means "the config's". ``latency_table``: a
     table of ``pada-fast latency-table`` for this supernet's space, needed by ``max_latency_ms``
-    (and recorded for every candidate when given)."""
+    (and recorded for every candidate when given); ``max_latency_ms`` may be ``"P%"``: the table's
+    fastest sum plus P% of the way to its slowest."""
     from pada_fast.data.datasets import build_split
     from pada_fast.evaluate.heldout import load_heldout
     from pada_fast.devices import resolve_device
@@ -85,6 +86,11 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, algorithm: str = "ev
         latency = load_latency_table(latency_table, model)
         latency.check_matches(model, table.resolution)
         latency.save(out / "latency_table.json")
+        if isinstance(max_latency_ms, str):         # "P%" of the table's range
+            fastest, slowest = latency.bounds()
+            share = float(max_latency_ms.rstrip("%")) / 100
+            max_latency_ms = fastest + share * (slowest - fastest)
+            log(f"latency budget {share:.0%} of the table's range: {max_latency_ms:.3f} ms")
     elif max_latency_ms is not None:
         raise ValueError("--max-latency-ms needs --latency-table FILE (measure it on the target "
                          "device with pada-fast latency-table)")
