@@ -47,8 +47,8 @@ def main(argv=None) -> int:
     result = evaluate_latency_table(net, table, num_archs=args.archs, seed=1, warmup=args.warmup,
                                     repeats=args.repeats)
     low, high = table.bounds()
-    print(f"| space | device | threads | batch | table sum range (ms) | measured range (ms) | Pearson r | "
-          f"Spearman | Kendall tau | mean abs error (ms) | mean rel. error | mean signed error (ms) |")
+    print("| space | device | threads | batch | table sum range (ms) | measured range (ms) | Pearson r | "
+          "Spearman | Kendall tau | mean abs error (ms) | mean rel. error | mean signed error (ms) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     print(f"| proxyless width {args.width} at {args.resolution} | {table.meta['device_name']} ({args.device}) | "
           f"{table.meta['threads']} | {args.batch} | {low:.2f}..{high:.2f} | "

@@ -26,6 +26,11 @@ echo "## ranking engine vs the per-architecture loop (same batches), and bf16's 
 python benchmarks/bench_rank.py runs/cifar/spos_s0/checkpoint.pt --archs 20 --rounds 3 --threads 1
 python benchmarks/bench_rank.py runs/cifar/spos_s0/checkpoint.pt --archs 20 --rounds 2 --threads 1 --precision bf16
 
+echo "## latency tables vs measured latency (ProxylessNAS at 224 and the CPU variant at 32)"
+python benchmarks/bench_latency_table.py --threads 1 --out runs/latency_eval.json
+python benchmarks/bench_latency_table.py --width 0.25 --stem-stride 1 --last-channels 256 --resolution 32 \
+  --classes 10 --threads 1 --out runs/latency_eval_cifar.json
+
 echo "## search: evolution vs random on NAS-Bench-201, ProxylessNAS under a MACs budget"
 pada-fast search runs/cifar/pada_s0/checkpoint.pt --out runs/search/nb201_evo --algorithm evolution \
   --population 20 --generations 10 --mutation-children 10 --crossover-children 10 --parents 5 \

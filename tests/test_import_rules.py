@@ -1,6 +1,6 @@
 """The package's layers (DESIGN §3), checked on every import statement, lazy ones included:
-cli → search / evaluate / train → experiment → sampling / spaces / data / ops / config and the
-small shared modules. Nothing in evaluate/ or search/ imports train/; spaces and samplers never
+cli → search / evaluate / train / deploy → experiment → sampling / spaces / data / ops / config and the
+small shared modules. Nothing in evaluate/, search/ or deploy/ imports train/; spaces and samplers never
 import train/; nothing below the experiment layer imports a layer above it."""
 import ast
 from pathlib import Path
@@ -10,10 +10,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pada_fast"
 
 # top-level part of pada_fast -> layer (higher layers may import lower ones and their own)
 LAYERS = {"cli": 4, "quickstart": 4, "__main__": 4,
-          "train": 3, "evaluate": 3, "search": 3,
+          "train": 3, "evaluate": 3, "search": 3, "deploy": 3,
           "experiment": 2}
 BASE = 1    # sampling, spaces, data, ops, config, checkpoint, rng, devices, files, reproduce, ...
-FORBIDDEN = {("evaluate", "train"), ("search", "train"), ("spaces", "train"), ("sampling", "train")}
+FORBIDDEN = {("evaluate", "train"), ("search", "train"), ("deploy", "train"), ("spaces", "train"), ("sampling", "train")}
 
 
 def part_of(module: str) -> str | None:
