@@ -2,7 +2,8 @@
 # One-shot GPU check of pada_fast on a machine with an NVIDIA GPU and no network (< 8 min on one
 # H200): build the op library in place with its CUDA kernels, run the op tests (their CUDA cases
 # run when a GPU is visible), benchmark the fused ops on the GPU, and time PA&DA (and PA, DA,
-# PA&DA with schedules off) against SPOS on a short NAS-Bench-201 run on the GPU.
+# PA&DA with schedules off) against SPOS on a short NAS-Bench-201 run on the GPU; then the latency
+# table's accuracy on the GPU and the latency/export tests.
 #
 #   bash benchmarks/gpu_check.sh
 #
@@ -157,6 +158,10 @@ step "PA&DA vs SPOS overhead on the GPU (bench_overhead.py)" 110 1 \
     "$PY" benchmarks/bench_overhead.py "${OVERHEAD[@]}" --set run.device=cuda --micro-rounds 20
 step "sampler scaling with N on the GPU (bench_overhead.py --scaling)" 40 1 \
     "$PY" benchmarks/bench_overhead.py --scaling --device cuda --scaling-rounds 5
+step "latency table vs measured latency on the GPU (bench_latency_table.py, batch 64)" 90 1 \
+    "$PY" benchmarks/bench_latency_table.py --device cuda --batch 64 --archs 50 --out "$OUT/latency_cuda.json"
+step "latency and export tests (tests/test_latency.py, tests/test_export.py; onnxruntime where installed)" 120 0 \
+    "$PY" -m pytest -q -p no:cacheprovider tests/test_latency.py tests/test_export.py
 
 if [ -n "${DATA_ROOT:-}" ] && [ -d "${DATA_ROOT}/test" ] && [ -n "${GT_FILE:-}" ]; then
     RANK_RUN=$OUT/rank_supernet

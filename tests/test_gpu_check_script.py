@@ -34,6 +34,7 @@ def test_dry_run_lists_the_steps_and_touches_nothing(tmp_path):
     assert "bench_ops.py --device cuda" in out
     assert "bench_overhead.py" in out and "run.device=cuda" in out and "quickstart_digits.yaml" in out
     assert "--scaling" in out
+    assert "bench_latency_table.py --device cuda" in out and "tests/test_export.py" in out
     assert all(line.startswith(("[dry-run]", "overhead run data")) for line in out.splitlines() if line)
     assert not (tmp_path / "out").exists()
 

@@ -130,3 +130,11 @@ def test_latency_table_command_builds_a_named_space(tmp_path, capsys):
 def test_a_latency_budget_without_a_table_is_refused(tmp_path, supernet, capsys):
     assert main(["search", str(supernet), "--out", str(tmp_path / "s"), "--max-latency-ms", "3"]) != 0
     assert "--latency-table" in capsys.readouterr().err
+
+
+def test_latency_table_on_the_device(device):
+    net = ProxylessSuperNet(**TINY).to(device)
+    table = build_latency_table(net, warmup=1, repeats=3, calibration_archs=2)
+    assert table.device.startswith(device) and all(v >= 0 for row in table.layer_ms for v in row)
+    result = evaluate_latency_table(net, table, num_archs=3, warmup=1, repeats=3)
+    assert all(r["measured_ms"] > 0 for r in result["rows"])

@@ -266,6 +266,14 @@ class RetrainTrainer(Trainer):
         millions = sum(p.numel() for p in self.network.parameters()) / 1e6
         return f"the stand-alone {self.spec['space']} network {self.spec['arch']} ({millions:.2f}M parameters)"
 
+    def epoch_summary(self, row: dict) -> str:
+        parts = [f"lr {row['lr']:.5f}"]
+        if "test_acc" in row:
+            parts.append(f"test acc {row['test_acc']:.2f}%")
+        if "ema_test_acc" in row:
+            parts.append(f"EMA {row['ema_test_acc']:.2f}%")
+        return " ".join(parts)
+
     def forward(self, images, arch):
         if self.aux_weight and hasattr(self.network, "forward_with_aux"):
             return self.network.forward_with_aux(images)

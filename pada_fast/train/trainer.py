@@ -207,6 +207,12 @@ class Trainer:
         return (f"{self.cfg.space.name} ({self.model.num_layers} searchable layers, {millions:.2f}M "
                 f"parameters) with {self.cfg.method.name}")
 
+    def epoch_summary(self, row: dict) -> str:
+        """The end of an epoch's log line: the first layer's path distribution and DA's effective
+        sample size."""
+        p_text = " ".join(f"{v:.3f}" for v in self.path_sampler.probabilities()[0].tolist())
+        return f"p[edge 0] {p_text} q ess/N {row['q']['ess_fraction']:.3f}"
+
     def forward(self, images: torch.Tensor, arch) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One path's logits and auxiliary logits (None: no auxiliary head) inside the step's
         autocast; the supernet has no auxiliary head."""
@@ -697,10 +703,8 @@ class Trainer:
                 self._where = f"writing the checkpoint of epoch {epoch + 1}"
                 self.log.append(row)
                 self.ckpt_manager.save(self.state_dict(epoch + 1))
-                p_text = " ".join(f"{v:.3f}" for v in self.path_sampler.probabilities()[0].tolist())
                 _log.info(f"epoch {epoch + 1}/{cfg.optim.epochs} done: loss {row['train_loss']:.4f} "
-                          f"acc {row['train_acc']:.4f} time {row['epoch_time']:.1f}s p[edge 0] {p_text} "
-                          f"q ess/N {row['q']['ess_fraction']:.3f}")
+                          f"acc {row['train_acc']:.4f} time {row['epoch_time']:.1f}s {self.epoch_summary(row)}")
             self._where = f"waiting for rank 0's checkpoint of epoch {epoch + 1}"
             distributed.barrier(self.dist)   # nobody runs ahead of (or exits before) the checkpoint
             if epoch + 1 < cfg.optim.epochs and self._stop is not None and (
