@@ -11,6 +11,7 @@ import torch
 
 from pada_fast.cli import main
 from pada_fast.config import load_config
+from pada_fast.experiment import load_run
 from pada_fast.search.budget import Budget, InfeasibleBudgetError
 from pada_fast.search.latency import (LatencyTable, build_latency_table, evaluate_latency_table,
                                       load_latency_table, time_calls)
@@ -105,18 +106,19 @@ def test_latency_table_command_and_a_search_under_its_budget(tmp_path, supernet,
     printed = capsys.readouterr().out
     summary = json.loads(printed[printed.index("{\n"):])
     assert summary["batch_size"] == 1 and summary["device"] == "cpu" and "pearson" in summary["evaluation"]
-    table = load_latency_table(table_path)
-    low, high = table.bounds()
-    limit = low + 0.4 * (high - low)
+    table = load_latency_table(table_path, load_run(supernet).model)
+    from pada_fast.search.supernet_search import latency_quantile
+    limit = latency_quantile(load_run(supernet).model, table, 60.0, seed=0)
     out = tmp_path / "search"
     assert main(["search", str(supernet), "--out", str(out), "--latency-table", str(table_path),
-                 "--max-latency-ms", str(limit), "--population", "6", "--generations", "2",
+                 "--max-latency-ms", "60%", "--population", "6", "--generations", "2",
                  "--mutation-children", "3", "--crossover-children", "3", "--parents", "3",
                  "--eval-subset", "100", "--recalibrate-batches", "1"]) == 0
     records = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert json.loads((out / "search_args.json").read_text())["max_latency_ms"] == pytest.approx(limit)
     assert len(records) == 12 and all(r["latency_ms"] <= limit for r in records)
     best = json.loads((out / "best.json").read_text())
-    assert best["latency_ms"] <= limit and json.loads((out / "summary.json").read_text())["budget"]["max_latency_ms"] == limit
+    assert best["latency_ms"] <= limit and json.loads((out / "summary.json").read_text())["budget"]["max_latency_ms"] == pytest.approx(limit)
 
 
 def test_latency_table_command_builds_a_named_space(tmp_path, capsys):

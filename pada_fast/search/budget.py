@@ -9,13 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from pada_fast.config import ConfigError
+
 from .flops import CostTable
 from .latency import LatencyTable
 
 Arch = tuple[int, ...]
 
 
-class InfeasibleBudgetError(ValueError):
+class InfeasibleBudgetError(ConfigError):
     """No architecture (or none found in the allowed number of draws) fits the budget."""
 
 

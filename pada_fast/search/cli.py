@@ -17,18 +17,18 @@ def parse_amount(text: str) -> float:
 
 
 def parse_latency(text: str) -> float | str:
-    """``4.5`` (milliseconds) or ``40%`` (of the way from the table's fastest to its slowest sum)."""
+    """``4.5`` (milliseconds) or ``40%`` (the table latency that 40% of random architectures meet)."""
     text = text.strip()
     try:
         if text.endswith("%"):
             value = float(text[:-1])
-            if not 0 <= value <= 100:
+            if not 0 < value <= 100:
                 raise ValueError
             return f"{value:g}%"
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a latency: {text!r} (milliseconds such as 4.5, or a "
-                                         "percentage of the table's range such as 40%)") from None
+        raise argparse.ArgumentTypeError(f"not a latency: {text!r} (milliseconds such as 4.5, or the "
+                                         "share of random architectures that meet it, such as 40%)") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"the latency budget must be positive, got {text!r}")
     return value
@@ -75,7 +75,7 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-params", type=parse_amount, help="parameter budget, e.g. 5M")
     p.add_argument("--max-latency-ms", type=parse_latency,
                    help="latency budget predicted by --latency-table: milliseconds (4.5), or P%% "
-                        "(the table's fastest sum plus P%% of the way to its slowest)")
+                        "(the table latency that P%% of random architectures meet)")
     p.add_argument("--latency-table",
                    help="lookup table of `pada-fast latency-table` for this space (measured on the "
                         "target device); its prediction is recorded for every candidate")

@@ -73,6 +73,13 @@ def network_cost(network: nn.Module, input_size: Sequence[int]) -> tuple[int, in
         network.train(was_training)
 
 
+def summed_layers(arch: Sequence[int], num_layers: int, active_layers, what: str) -> Sequence[int]:
+    """The layers a lookup table sums for ``arch``: ``active_layers(arch)``, or all of them."""
+    if len(arch) != num_layers:
+        raise ValueError(f"architecture has {len(arch)} genes but the {what} has {num_layers} layers")
+    return range(len(arch)) if active_layers is None else active_layers(arch)
+
+
 @dataclass
 class CostTable:
     """Per-(layer, candidate) MACs and parameters plus the fixed part; ``macs(arch)`` and
@@ -89,10 +96,7 @@ class CostTable:
     active_layers: Callable[[Sequence[int]], Sequence[int]] | None = field(default=None, repr=False)
 
     def _layers(self, arch: Sequence[int]) -> Sequence[int]:
-        if len(arch) != len(self.layer_macs):
-            raise ValueError(f"architecture has {len(arch)} genes but the cost table has "
-                             f"{len(self.layer_macs)} layers")
-        return range(len(arch)) if self.active_layers is None else self.active_layers(arch)
+        return summed_layers(arch, len(self.layer_macs), self.active_layers, "cost table")
 
     def macs(self, arch: Sequence[int]) -> int:
         arch = [int(g) for g in arch]
@@ -236,4 +240,4 @@ def build_cost_table(net, resolution: int | None = None, in_channels: int | None
 
 
 __all__ = ["CostTable", "build_cost_table", "candidate_input_shapes", "count_macs", "count_params",
-           "macs_per_image", "network_cost"]
+           "macs_per_image", "network_cost", "summed_layers"]

@@ -35,7 +35,7 @@ from torch import nn
 
 from pada_fast.files import write_json_atomic
 
-from .flops import candidate_input_shapes, default_resolution, input_channels
+from .flops import candidate_input_shapes, default_resolution, input_channels, summed_layers
 
 FORMAT = "pada_fast.latency/1"
 
@@ -124,10 +124,7 @@ class LatencyTable:
     active_layers: Callable[[Sequence[int]], Sequence[int]] | None = field(default=None, repr=False)
 
     def _layers(self, arch: Sequence[int]) -> Sequence[int]:
-        if len(arch) != len(self.layer_ms):
-            raise ValueError(f"architecture has {len(arch)} genes but the latency table has "
-                             f"{len(self.layer_ms)} layers")
-        return range(len(arch)) if self.active_layers is None else self.active_layers(arch)
+        return summed_layers(arch, len(self.layer_ms), self.active_layers, "latency table")
 
     def latency_ms(self, arch: Sequence[int]) -> float:
         arch = [int(g) for g in arch]

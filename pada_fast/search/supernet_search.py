@@ -45,6 +45,15 @@ def shuffled_batches(dataset, batch_size: int, num_batches: int, device, seed: i
     return [(x.to(device), y.to(device)) for x, y, _ in loader]
 
 
+def latency_quantile(model, latency, percent: float, seed: int, draws: int = 10000) -> float:
+    """The table latency that ``percent``% of ``draws`` seeded random architectures of ``model``
+    meet (the ``P%`` form of ``--max-latency-ms``)."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    sums = [latency.latency_ms(model.random_arch(rng)) for _ in range(draws)]
+    return float(np.percentile(sums, percent))
+
+
 def run_search(checkpoint: str | Path, out_dir: str | Path, algorithm: str = "evolution", *,
                max_macs: float | None = None, max_params: float | None = None,
                max_latency_ms: float | str | None = None, latency_table: str | Path | None = None,
@@ -59,8 +68,8 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, algorithm: str = "ev
     ``evolution``/``random`` hold the algorithm's settings (see :func:`evolution_search`,
     :func:`random_search`); ``-1`` for ``eval_subset`` means "the config's". ``latency_table``: a
     table of ``pada-fast latency-table`` for this supernet's space, needed by ``max_latency_ms``
-    (and recorded for every candidate when given); ``max_latency_ms`` may be ``"P%"``: the table's
-    fastest sum plus P% of the way to its slowest."""
+    (and recorded for every candidate when given); ``max_latency_ms`` may be ``"P%"``: the table
+    latency that P% of random architectures meet (:func:`latency_quantile`)."""
     from pada_fast.data.datasets import build_split
     from pada_fast.evaluate.heldout import load_heldout
     from pada_fast.devices import resolve_device
@@ -86,13 +95,13 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, algorithm: str = "ev
         latency = load_latency_table(latency_table, model)
         latency.check_matches(model, table.resolution)
         latency.save(out / "latency_table.json")
-        if isinstance(max_latency_ms, str):         # "P%" of the table's range
-            fastest, slowest = latency.bounds()
-            share = float(max_latency_ms.rstrip("%")) / 100
-            max_latency_ms = fastest + share * (slowest - fastest)
-            log(f"latency budget {share:.0%} of the table's range: {max_latency_ms:.3f} ms")
+        if isinstance(max_latency_ms, str):         # "P%": the latency P% of random architectures meet
+            share = float(max_latency_ms.rstrip("%"))
+            max_latency_ms = latency_quantile(model, latency, share, seed)
+            log(f"latency budget {max_latency_ms:.3f} ms: the table sum {share:g}% of random architectures meet")
     elif max_latency_ms is not None:
-        raise ValueError("--max-latency-ms needs --latency-table FILE (measure it on the target "
+        from pada_fast.config import ConfigError
+        raise ConfigError("--max-latency-ms needs --latency-table FILE (measure it on the target "
                          "device with pada-fast latency-table)")
     budget = Budget(table, max_macs, max_params, latency, max_latency_ms)
     low, high = table.bounds("macs")
@@ -167,4 +176,4 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, algorithm: str = "ev
     return summary
 
 
-__all__ = ["has_running_bn", "run_search", "shuffled_batches"]
+__all__ = ["has_running_bn", "latency_quantile", "run_search", "shuffled_batches"]
