@@ -38,7 +38,7 @@ def build_optimizer(params, optim_cfg, implementation: str = "fused") -> torch.o
     place); RMSProp (foreach; TensorFlow-style ``eps``, as the MobileNet recipes use it)."""
     if implementation not in ("fused", "foreach"):
         raise ValueError(f"implementation must be 'fused' or 'foreach', got {implementation!r}")
-    if getattr(optim_cfg, "name", "sgd") == "rmsprop":
+    if optim_cfg.name == "rmsprop":
         return torch.optim.RMSprop(params, lr=optim_cfg.lr, alpha=optim_cfg.rmsprop_alpha,
                                    eps=optim_cfg.rmsprop_eps, momentum=optim_cfg.momentum,
                                    weight_decay=optim_cfg.weight_decay, foreach=True)

@@ -61,7 +61,7 @@ def _arch_of(spec: dict, supernet) -> tuple[int, ...]:
 
 def _from_supernet(spec: dict, checkpoint_path, recalibrate_batches: int, seed: int) -> ExportSource:
     from pada_fast.experiment import load_run
-    from pada_fast.search.export import space_kwargs
+    from pada_fast.search.export import space_kwargs_differences
     from pada_fast.search.supernet_search import has_running_bn, shuffled_batches
     from pada_fast.spaces.batchnorm import recalibrate_bn
     run = load_run(checkpoint_path, "cpu")
@@ -69,15 +69,10 @@ def _from_supernet(spec: dict, checkpoint_path, recalibrate_batches: int, seed: 
     if spec["space"] != supernet.space_name:
         raise ValueError(f"the architecture is of space {spec['space']!r} but {checkpoint_path} holds a "
                          f"{supernet.space_name!r} supernet; pass the supernet the search ran on")
-    saved = spec.get("space_kwargs")
-    if saved is not None:
-        import json
-        mine = json.loads(json.dumps(space_kwargs(supernet), default=str))
-        diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
-        if diff:
-            raise ValueError(f"the architecture file was searched on a supernet with other settings than "
-                             f"{checkpoint_path} ({', '.join(f'{k}={saved.get(k)!r}, here {mine.get(k)!r}' for k in diff)}); "
-                             "pass the supernet the search ran on")
+    diff = space_kwargs_differences(spec.get("space_kwargs") or {}, supernet) if "space_kwargs" in spec else []
+    if diff:
+        raise ValueError(f"the architecture file was searched on a supernet with other settings than "
+                         f"{checkpoint_path} ({', '.join(diff)}); pass the supernet the search ran on")
     if not hasattr(supernet, "extract"):
         raise ValueError(f"space {supernet.space_name!r} cannot extract a sub-model with inherited weights")
     arch = _arch_of(spec, supernet)

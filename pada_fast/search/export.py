@@ -36,6 +36,19 @@ def space_kwargs(net) -> dict:
     return net.space_kwargs()
 
 
+def plain_space_kwargs(net) -> dict:
+    """``space_kwargs(net)`` as JSON stores it (what architecture files and latency tables hold)."""
+    return json.loads(json.dumps(space_kwargs(net), default=str))
+
+
+def space_kwargs_differences(saved: dict, net, ignore: Sequence[str] = ()) -> list[str]:
+    """``key=saved (supernet now)`` for every constructor argument of supernet ``net`` that differs
+    from ``saved`` (an architecture file's or a latency table's ``space_kwargs``)."""
+    mine = plain_space_kwargs(net)
+    return [f"{k}={saved.get(k)!r} (supernet {mine.get(k)!r})"
+            for k in sorted(set(saved) | set(mine)) if k not in ignore and saved.get(k) != mine.get(k)]
+
+
 def network_from_spec(spec: dict, **overrides) -> nn.Module:
     """The stand-alone network of an architecture file (or its loaded dict), with fresh weights
     and running-statistics BatchNorm; ``overrides`` replace constructor arguments (e.g.
@@ -82,4 +95,5 @@ def load_arch(path: str | os.PathLike) -> dict:
     return spec
 
 
-__all__ = ["arch_spec", "load_arch", "network_from_spec", "save_arch", "space_kwargs"]
+__all__ = ["arch_spec", "load_arch", "network_from_spec", "plain_space_kwargs", "save_arch", "space_kwargs",
+           "space_kwargs_differences"]

@@ -84,11 +84,6 @@ def _eval_call(module: nn.Module, x: torch.Tensor) -> Callable[[], object]:
     return lambda: module(x)
 
 
-def time_module(module: nn.Module, x: torch.Tensor, warmup: int = 10, repeats: int = 30) -> float:
-    """Median milliseconds of ``module(x)`` (eval mode, no autograd)."""
-    return time_calls([_eval_call(module, x)], x.device, warmup, repeats)[0]
-
-
 def networks_latency_ms(networks: Sequence[nn.Module], input_shape: Sequence[int], batch_size: int = 1,
                         warmup: int = 10, repeats: int = 30) -> list[float]:
     """Median end-to-end milliseconds of each stand-alone network on a zero batch, measured
@@ -138,19 +133,16 @@ class LatencyTable:
 
     def check_matches(self, net, resolution: int | None = None) -> None:
         """Refuse a table measured for another space configuration or resolution than ``net``'s."""
-        from pada_fast.search.export import space_kwargs
+        from pada_fast.search.export import space_kwargs_differences
         problems = []
         if self.space != net.space_name:
             problems.append(f"space {self.space!r}, the supernet's is {net.space_name!r}")
         elif self.candidates != [list(c) for c in net.layer_candidates()]:
             problems.append("other candidate operations per layer")
         else:
-            mine = json.loads(json.dumps(space_kwargs(net), default=str))
-            diff = sorted(k for k in set(mine) | set(self.space_kwargs)
-                          if k != "resolution" and mine.get(k) != self.space_kwargs.get(k))
+            diff = space_kwargs_differences(self.space_kwargs, net, ignore=("resolution",))
             if diff:
-                problems.append("other space settings: " + ", ".join(
-                    f"{k}={self.space_kwargs.get(k)!r} (supernet {mine.get(k)!r})" for k in diff))
+                problems.append("other space settings: " + ", ".join(diff))
         if resolution is not None and int(resolution) != self.resolution:
             problems.append(f"resolution {self.resolution}, the search's is {resolution}")
         if problems:
@@ -208,7 +200,7 @@ def build_latency_table(net, resolution: int | None = None, batch_size: int = 1,
     if batch_size < 1 or calibration_archs < 1:
         raise ValueError(f"batch_size and calibration_archs must be >= 1, got {batch_size} and "
                          f"{calibration_archs}")
-    from .export import space_kwargs
+    from .export import plain_space_kwargs
     resolution = int(resolution or default_resolution(net))
     in_channels = input_channels(net)
     param = next(net.parameters())
@@ -233,7 +225,7 @@ def build_latency_table(net, resolution: int | None = None, batch_size: int = 1,
                 progress(f"layer {l + 1}/{net.num_layers}: " + " ".join(f"{v:.3f}" for v in row) + " ms")
         table = LatencyTable(layer_ms, 0.0, resolution, in_channels, batch_size, str(device),
                              space=net.space_name, candidates=[list(c) for c in net.layer_candidates()],
-                             space_kwargs=json.loads(json.dumps(space_kwargs(net), default=str)),
+                             space_kwargs=plain_space_kwargs(net),
                              active_layers=net.active_layers)
         rng = np.random.default_rng(seed)
         archs = [net.random_arch(rng) for _ in range(calibration_archs)]
@@ -276,4 +268,4 @@ def evaluate_latency_table(net, table: LatencyTable, num_archs: int = 50, seed: 
 
 
 __all__ = ["FORMAT", "LatencyTable", "build_latency_table", "evaluate_latency_table", "load_latency_table",
-           "networks_latency_ms", "standalone_network", "time_calls", "time_module"]
+           "networks_latency_ms", "standalone_network", "time_calls"]

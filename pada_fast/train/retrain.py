@@ -118,7 +118,8 @@ def retrain_spec(cfg: Config, num_classes: int, in_channels: int) -> dict:
 
 class FixedArchitecture(SuperNet):
     """A stand-alone network seen as a supernet of one path (one layer, one candidate), so the
-    supernet trainer trains it unchanged: ``forward(x, arch)`` is ``network(x)``."""
+    supernet trainer trains it unchanged: ``forward(x, arch)`` is ``network(x)``. It lists no
+    searchable operations (nothing to sample, so no per-operation gradient norms to record)."""
 
     def __init__(self, network: nn.Module, space_name: str, arch_str: str):
         super().__init__()
@@ -133,7 +134,7 @@ class FixedArchitecture(SuperNet):
         return self.network(x)
 
     def path_modules(self, arch):
-        yield 0, self.network
+        return iter(())
 
     def arch_to_str(self, arch) -> str:
         return self.arch_str
@@ -166,8 +167,8 @@ class WeightEMA:
                            [b for b in self.model.buffers()], [b for b in network.buffers()])
         ema, live, ema_buffers, live_buffers = self._pairs
         torch._foreach_lerp_(ema, live, 1.0 - self.decay)
-        for mine, theirs in zip(ema_buffers, live_buffers):
-            mine.copy_(theirs)
+        if ema_buffers:
+            torch._foreach_copy_(ema_buffers, live_buffers)
 
     def state_dict(self) -> dict:
         return self.model.state_dict()
@@ -219,11 +220,8 @@ class HeldOutAccuracyHook(HookBase):
         kwargs = dict(batch_size=d.eval_batch_size, device=t.device, num_workers=d.num_workers,
                       memory_format=t.memory_format, autocast=t.autocast)
         row["test_acc"], row["test_loss"] = heldout_accuracy(t.network, t.test_set, **kwargs)
-        line = f"epoch {epoch + 1}/{epochs}: test accuracy {row['test_acc']:.2f}%"
         if t.ema is not None:
             row["ema_test_acc"], row["ema_test_loss"] = heldout_accuracy(t.ema.model, t.test_set, **kwargs)
-            line += f", EMA weights {row['ema_test_acc']:.2f}%"
-        t.log_info(f"{line} ({len(t.test_set)} {d.eval_split} images)")
 
 
 # -- the trainer ------------------------------------------------------------------------------------------
@@ -238,6 +236,7 @@ class RetrainTrainer(Trainer):
         m.name, m.unbiased = "spos", False
         self.spec = None
         self.ema = None
+        self._saved_ema = None       # a resumed checkpoint's EMA weights, until the EMA exists
         super().__init__(cfg, resume=resume, overwrite=overwrite)
 
     # -- what is trained ---------------------------------------------------------------------------
@@ -269,7 +268,7 @@ class RetrainTrainer(Trainer):
     def epoch_summary(self, row: dict) -> str:
         parts = [f"lr {row['lr']:.5f}"]
         if "test_acc" in row:
-            parts.append(f"test acc {row['test_acc']:.2f}%")
+            parts.append(f"{self.cfg.data.eval_split} acc {row['test_acc']:.2f}% ({len(self.test_set)} images)")
         if "ema_test_acc" in row:
             parts.append(f"EMA {row['ema_test_acc']:.2f}%")
         return " ".join(parts)
@@ -289,21 +288,19 @@ class RetrainTrainer(Trainer):
             self.register_hook(DropPathScheduleHook())
         if self.cfg.retrain.ema_decay is not None:
             self.ema = WeightEMA(self.network, self.cfg.retrain.ema_decay)
-            if self._resume_state is not None and self._resume_state.get("ema") is not None:
-                self.ema.load_state_dict(self._resume_state["ema"])
+            if self._saved_ema is not None:
+                self.ema.load_state_dict(self._saved_ema)
             # first: a mid-epoch checkpoint after this step holds the step's average
             hook = EMAHook()
             hook.trainer = self
             self.hooks.insert(0, hook)
-        self._resume_state = None
+        self._saved_ema = None
         self.register_hook(HeldOutAccuracyHook())
 
     def _load_checkpoint(self):
         path, state = super()._load_checkpoint()
-        self._resume_state = {"ema": (state.get("retrain") or {}).get("ema")}
+        self._saved_ema = (state.get("retrain") or {}).get("ema")
         return path, state
-
-    _resume_state = None
 
     def state_dict(self, *args, **kwargs) -> dict:
         state = super().state_dict(*args, **kwargs)
