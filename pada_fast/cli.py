@@ -94,10 +94,14 @@ def cmd_rank(args) -> int:
 
 
 def cmd_build_benchmark(args) -> int:
-    from pada_fast.evaluate.table_builder import build_benchmark
+    from pada_fast.evaluate.table_builder import build_benchmark, parse_shard
     which = args.archs if args.archs in ("all", "distinct") else int(args.archs)
     gt = build_benchmark(_config(args), args.out, which=which, seeds=args.seeds, progress=sys.stderr.isatty(),
-                         noise_archs=args.noise_archs)
+                         noise_archs=args.noise_archs, shard=parse_shard(args.shard),
+                         noise_pick=args.noise_pick)
+    if gt is None:
+        print(f"no architecture of {args.out} is finished yet (the other shards train the rest)")
+        return 0
     print(f"wrote {len(gt)} architectures to {args.out}; best {gt.best()} "
           f"({gt.accuracy(gt.best()):.2f}%)")
     return 0
@@ -200,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=1, help="training seeds averaged per architecture")
     p.add_argument("--noise-archs", type=int, default=0,
                    help="train this many architectures once more with the next seed (the table's noise ceiling)")
+    p.add_argument("--noise-pick", choices=("spread", "first"), default="spread",
+                   help="which architectures get the second seed: evenly spaced along the table, or the first")
+    p.add_argument("--shard", metavar="K/N",
+                   help="train architectures K, K+N, ... only: N processes share one build (same --out)")
     p.set_defaults(func=cmd_build_benchmark)
 
     p = sub.add_parser("quickstart", help="SPOS vs PA&DA on scikit-learn's digits, ranked against a shipped table")

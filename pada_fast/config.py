@@ -74,6 +74,10 @@ class DataConfig:
     augment: bool | str | list = "default"
     # how train_subset / eval_subset are drawn: class-stratified, or uniformly at random
     subset_mode: str = choice("stratified", "stratified", "random")
+    # in-memory datasets (Fashion-MNIST, CIFAR in torchvision's layout, digits): every image resized
+    # once at load to image_size x image_size by area averaging (part of the dataset, like the subset:
+    # training, held-out and benchmark images alike); null keeps the stored size
+    image_size: int | None = bounded(None, 4)
     batch_size: int = bounded(64, 1)
     eval_batch_size: int = bounded(256, 1)
     num_workers: int = bounded(0, 0)
@@ -193,6 +197,23 @@ class RankConfig:
 
 
 @dataclass
+class ProbeConfig:
+    """The ranking probe (evaluate/probe.py): a fixed set of architectures ranked by the engine
+    during training, every ``every`` epochs and after the last."""
+    every: int = bounded(0, 0)              # epochs between probes; 0: no probe
+    # how many architectures: stratified by true accuracy when rank.ground_truth names a table,
+    # else that many distinct architectures drawn at random (seed rank.seed); the list is written
+    # to probe_archs.txt in the run folder
+    archs: int = bounded(100, 2)
+    eval_images: int | None = bounded(500, 1)   # held-out images (class-stratified; null: the whole split)
+    precision: str = choice("fp32", "fp32", "bf16")
+    # opt-in stop on ranking stability: training ends once the Kendall tau between successive
+    # probes' predictions has been at least stop_tau for stop_probes probes in a row
+    stop_tau: float | None = bounded(None, -1.0, 1.0)
+    stop_probes: int = bounded(3, 1)
+
+
+@dataclass
 class RetrainConfig:
     """``pada-fast retrain``: one architecture trained stand-alone (the other sections give its
     data, optimiser and run settings)."""
@@ -220,6 +241,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
     rank: RankConfig = field(default_factory=RankConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
 
     def to_dict(self) -> dict:

@@ -3,7 +3,7 @@ import json
 
 from pada_fast.config import load_config
 from pada_fast.train.hooks import (GradientVarianceHook, HookBase, IntervalLogHook, MidEpochCheckpointHook,
-                                   ProgressBarHook, SignalStopHook)
+                                   ProgressBarHook, RankingProbeHook, SignalStopHook)
 from pada_fast.train.trainer import Trainer
 
 
@@ -37,7 +37,7 @@ class Recorder(HookBase):
 def test_hooks_run_in_order_around_every_step(tmp_path, capsys):
     trainer = Trainer(small_cfg(tmp_path))
     assert [type(h) for h in trainer.hooks] == [ProgressBarHook, IntervalLogHook, SignalStopHook,
-                                                MidEpochCheckpointHook, GradientVarianceHook]
+                                                MidEpochCheckpointHook, GradientVarianceHook, RankingProbeHook]
     recorder = trainer.register_hook(Recorder())
     trainer.fit()
     steps = trainer.steps_per_epoch

@@ -264,6 +264,16 @@ class ArrayDataset(ImageDataset):
     def read_image(self, index: int) -> torch.Tensor:
         return self.images[index]
 
+    def resized(self, size: int) -> "ArrayDataset":
+        """This dataset with every image resized to ``size`` x ``size`` by area averaging (rounded
+        back to uint8): a low-resolution variant of the same images, the same labels."""
+        chosen = copy.copy(self)
+        if tuple(self.images.shape[-2:]) != (size, size):
+            small = torch.nn.functional.interpolate(self.images.float(), size=(size, size), mode="area")
+            chosen.images = small.round_().clamp_(0, 255).to(torch.uint8).contiguous()
+        chosen._image_size = None
+        return chosen
+
     def _take(self, indices: np.ndarray) -> None:
         self.images = self.images[torch.from_numpy(indices)]
         self.targets = self.targets[indices]
@@ -372,7 +382,7 @@ def training_recipe(data_cfg, dataset: ImageDataset) -> str:
 def build_dataset(name: str, root: Optional[str | os.PathLike] = None, split: str = "train",
                   augment: bool | str = False, subset: Optional[int] = None, seed: int = 0,
                   download: bool = False, bad_files: str = "error",
-                  subset_mode: str = "stratified") -> ImageDataset:
+                  subset_mode: str = "stratified", image_size: Optional[int] = None) -> ImageDataset:
     """The dataset ``name`` with its transform: ``augment`` is a training recipe (see
     ``transforms.recipe_steps``: True is the dataset's default, False none).
 
@@ -382,7 +392,8 @@ def build_dataset(name: str, root: Optional[str | os.PathLike] = None, split: st
     /usr/share/datasets/fashion-mnist), 'digits' (bundled with scikit-learn; root ignored).
     ``subset``: keep that many samples, class-stratified (or uniformly random with
     ``subset_mode="random"``), chosen with ``seed`` (the
-    digits train/test split also uses ``seed``). ``bad_files``: see :class:`ImageFolderDataset`
+    digits train/test split also uses ``seed``). ``image_size``: in-memory datasets only, every image
+    resized once to that square size (:meth:`ArrayDataset.resized`). ``bad_files``: see :class:`ImageFolderDataset`
     (image folders only); what was skipped is printed to stderr and kept in ``dataset.skipped``.
     """
     if name not in DATASET_NAMES:
@@ -416,6 +427,11 @@ def build_dataset(name: str, root: Optional[str | os.PathLike] = None, split: st
         dataset = load_fashion_mnist(root or DEFAULT_FASHION_MNIST_ROOT, train)
     else:
         dataset = load_digits_dataset(split, seed)
+    if image_size is not None:
+        if not isinstance(dataset, ArrayDataset):
+            raise DataError(f"data.image_size={image_size} resizes in-memory datasets (fashion_mnist, cifar10, "
+                            f"cifar100, digits), not the image folders of {name!r}: leave it unset")
+        dataset = dataset.resized(int(image_size))
     if subset is not None:
         dataset = dataset.subset(subset, seed, subset_mode)
     skipped = dataset.skipped
@@ -434,4 +450,4 @@ def build_split(data_cfg, split: str, augment: bool | str = False, subset: Optio
     d = data_cfg
     return build_dataset(d.dataset, root or d.root, split, augment=augment, subset=subset,
                          seed=d.split_seed, download=d.download, bad_files=d.bad_files,
-                         subset_mode=d.subset_mode)
+                         subset_mode=d.subset_mode, image_size=d.image_size)

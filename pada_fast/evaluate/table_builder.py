@@ -80,13 +80,60 @@ def train_standalone(model, train_set, test_batches, cfg: Config, seed: int, dev
     return accuracy(model, None, test_batches)
 
 
+def _read_partial(partial: Path) -> dict[tuple[str, int], float]:
+    """(arch, seed) -> accuracy of every finished stand-alone training in ``partial``."""
+    done: dict[tuple[str, int], float] = {}
+    if partial.exists():
+        for line in partial.read_text().splitlines():
+            if line.strip():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue            # the torn last line of a killed build: trained again
+                done[(rec["arch"], rec["seed"])] = rec["accuracy"]
+    return done
+
+
+NOISE_PICKS = ("spread", "first")
+
+
+def noise_indices(n: int, k: int, pick: str) -> set[int]:
+    """Which of ``n`` architectures (table order) get the second seed."""
+    if pick not in NOISE_PICKS:
+        raise ValueError(f"--noise-pick {pick!r}: choose one of {', '.join(NOISE_PICKS)}")
+    if pick == "first" or k == 0:
+        return set(range(k))
+    return {int(j * n // k) for j in range(k)}
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"K/N"`` (0 <= K < N): this process trains architectures K, K+N, K+2N, ... of the list."""
+    if text is None:
+        return None
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {text!r}: write K/N, e.g. 0/2 and 1/2 for two processes") from None
+    if not 0 <= k < n:
+        raise ValueError(f"--shard {text}: K must be between 0 and N-1 ({n - 1})")
+    return k, n
+
+
 def build_benchmark(cfg: Config, table_path: str | Path, which: str | int = 50, seeds: int = 1,
-                    progress: bool = True, noise_archs: int = 0) -> GroundTruth:
+                    progress: bool = True, noise_archs: int = 0,
+                    shard: tuple[int, int] | None = None, noise_pick: str = "spread") -> GroundTruth | None:
     """Train ``which`` architectures stand-alone ``seeds`` times each (accuracy: their mean) and
     write the table. ``noise_archs``: that many of them (the first in table order) are trained once
     more with the next seed, kept apart from the accuracy, and the table's meta records Kendall's
-    tau between the two (the benchmark's noise ceiling). The meta also records the dataset, the
-    training recipe (``data.augment``, as ``rank`` compares it), the subsets and the schedule."""
+    tau between the two (the benchmark's noise ceiling). ``noise_pick``: ``"spread"`` takes them
+    evenly spaced along the table (its order is lexicographic in the genes, so the first ones
+    share their first genes), ``"first"`` the first ones. They are trained first. The meta also records the dataset, the
+    training recipe (``data.augment``, as ``rank`` compares it), the image size, the subsets and
+    the schedule.
+
+    ``shard=(K, N)``: train only architectures K, K+N, ... (N processes share one build through
+    the partial file). The table is rewritten after every architecture with every architecture
+    whose trainings are all done (by any process); returns it, or None while none is."""
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     device = resolve_device(cfg.run.device)
@@ -101,62 +148,63 @@ def build_benchmark(cfg: Config, table_path: str | Path, which: str | int = 50, 
     index_of = {a: i for i, a in enumerate(supernet.all_archs())}
     table_path = Path(table_path)
     partial = table_path.with_name(table_path.name + ".partial.jsonl")
-    done: dict[tuple[str, int], float] = {}
-    if partial.exists():
-        for line in partial.read_text().splitlines():
-            if line.strip():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue            # the torn last line of a killed build: trained again
-                done[(rec["arch"], rec["seed"])] = rec["accuracy"]
+    done = _read_partial(partial)
     table_path.parent.mkdir(parents=True, exist_ok=True)
-    jobs = [(a, s) for i, a in enumerate(archs) for s in range(seeds + (1 if i < noise_archs else 0))]
+    texts = [supernet.arch_to_str(a) for a in archs]
+    noisy = noise_indices(len(archs), noise_archs, noise_pick)
+    seeds_of = [[cfg.run.seed + s for s in range(seeds + (1 if i in noisy else 0))] for i in range(len(archs))]
+    mine = sorted((i for i in range(len(archs)) if shard is None or i % shard[1] == shard[0]),
+                  key=lambda i: (i not in noisy, i))
+    jobs = [(texts[i], s) for i in mine for s in seeds_of[i]]
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=len(jobs), initial=sum(1 for a, s in jobs if (supernet.arch_to_str(a), cfg.run.seed + s) in done),
-                   desc="stand-alone training")
+        bar = tqdm(total=len(jobs), initial=sum(1 for job in jobs if job in done), desc="stand-alone training")
+    image_size = train_set.image_size
     meta = {"dataset": d.dataset, "augment": training_recipe(d, train_set), "space": cfg.space.name,
-            "C": cfg.space.C, "N": cfg.space.N, "train_images": len(train_set), "test_images": len(test_set),
+            "C": cfg.space.C, "N": cfg.space.N, "image_size": image_size,
+            "train_images": len(train_set), "test_images": len(test_set),
             "subset_mode": d.subset_mode, "split_seed": d.split_seed, "epochs": cfg.optim.epochs,
             "batch_size": d.batch_size, "lr": cfg.optim.lr, "weight_decay": cfg.optim.weight_decay,
-            "seeds": [cfg.run.seed + s for s in range(seeds)], "archs": str(which)}
+            "seeds": [cfg.run.seed + s for s in range(seeds)], "archs": str(which),
+            "noise_pick": noise_pick}
     started = time.perf_counter()
-    rows: list[tuple[str, float, int, list]] = []
 
-    def write_table():
-        noise = [r for r in rows if len(r[3]) > seeds]
+    def write_table() -> GroundTruth | None:
+        everyone = {**_read_partial(partial), **done}      # other shards' trainings too
+        rows = [(texts[i], [everyone[(texts[i], s)] for s in seeds_of[i]], index_of[a])
+                for i, a in enumerate(archs) if all((texts[i], s) in everyone for s in seeds_of[i])]
+        if not rows:
+            return None
         table_meta = dict(meta)
+        noise = [r for r in rows if len(r[1]) > seeds]
         if noise:
-            first = [float(np.mean(r[3][:seeds])) for r in noise]
-            second = [r[3][seeds] for r in noise]
+            first = [float(np.mean(r[1][:seeds])) for r in noise]
+            second = [r[1][seeds] for r in noise]
             table_meta["noise"] = {"archs": len(noise), "seed": cfg.run.seed + seeds,
                                    "kendall_tau": float(kendalltau(first, second).statistic) if len(noise) > 1 else None,
                                    "mean_abs_diff": float(np.mean(np.abs(np.subtract(first, second))))}
-        gt = GroundTruth([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+        gt = GroundTruth([r[0] for r in rows], [float(np.mean(r[1][:seeds])) for r in rows], [r[2] for r in rows],
                          dataset=d.dataset, source=str(table_path), meta=table_meta)
-        gt.write_table(table_path, extra=[{"accuracies": r[3]} for r in rows])
+        gt.write_table(table_path, extra=[{"accuracies": r[1]} for r in rows])
         return gt
 
-    for i, a in enumerate(archs):
-        text = supernet.arch_to_str(a)
-        accs = []
-        for s in range(seeds + (1 if i < noise_archs else 0)):
-            key = (text, cfg.run.seed + s)
-            if key not in done:
-                acc = train_standalone(supernet.standalone(a), train_set, test_batches, cfg, key[1], device)
-                done[key] = acc
-                with partial.open("a") as f:
-                    f.write(json.dumps({"arch": text, "seed": key[1], "accuracy": acc}) + "\n")
-                if bar is not None:
-                    bar.update(1)
-                else:
-                    _log.info(f"{len(done)}/{len(jobs)} {text} seed {key[1]}: {acc:.2f}% "
-                              f"({time.perf_counter() - started:.0f}s)")
-            accs.append(done[key])
-        rows.append((text, float(np.mean(accs[:seeds])), index_of[a], accs))
+    gt = None
+    for i in mine:
+        for seed in seeds_of[i]:
+            key = (texts[i], seed)
+            if key in done:
+                continue
+            acc = train_standalone(supernet.standalone(archs[i]), train_set, test_batches, cfg, seed, device)
+            done[key] = acc
+            with partial.open("a") as f:       # one short line per append: shards never interleave
+                f.write(json.dumps({"arch": key[0], "seed": seed, "accuracy": acc}) + "\n")
+            if bar is not None:
+                bar.update(1)
+            else:
+                _log.info(f"{sum(1 for job in jobs if job in done)}/{len(jobs)} {key[0]} seed {seed}: {acc:.2f}% "
+                          f"({time.perf_counter() - started:.0f}s)")
         gt = write_table()
     if bar is not None:
         bar.close()
-    return gt
+    return write_table() if gt is None or shard is not None else gt

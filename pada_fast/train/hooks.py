@@ -9,15 +9,23 @@ variance are hooks, called in list order at fixed points:
 checkpointed; a hook may add to ``row``).
 
 ``state`` is the running epoch's :class:`EpochState`. A hook sets ``state.stop`` to end the epoch
-after this step (the trainer then reports the stop and returns).
+after this step (the trainer then reports the stop and returns), or calls
+``trainer.request_stop(reason)`` in ``end_of_epoch`` to end training after that epoch's checkpoint.
+
+A hook with state of its own names it ``state_key`` and implements ``state_dict`` /
+``load_state_dict``: the trainer keeps it in every checkpoint and hands it back on resume.
 """
 from __future__ import annotations
 
+import json
 import time
 import weakref
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
+
+from pada_fast.files import write_text_atomic
 
 from .fault_injection import inject_fault
 from .logs import use_progress_bar
@@ -65,6 +73,8 @@ class HookBase:
     weakly: a trainer nobody references is freed, and gives up its run folder, at once)."""
 
     _trainer_ref = None
+    #: the hook's entry in a checkpoint's ``hooks`` (None: the hook keeps no state)
+    state_key: str | None = None
 
     @property
     def trainer(self):
@@ -83,6 +93,11 @@ class HookBase:
     def after_epoch(self, state: EpochState) -> None: ...
 
     def end_of_epoch(self, epoch: int, row: dict) -> None: ...
+
+    def state_dict(self) -> dict | None:
+        return None
+
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 class FaultInjectionHook(HookBase):
@@ -172,12 +187,81 @@ class GradientVarianceHook(HookBase):
                                      t.out_dir, t.device, t.cfg.run.gv_draws, epoch)["gv"]
 
 
+class RankingProbeHook(HookBase):
+    """``probe.every > 0``: the ranking probe (:mod:`pada_fast.evaluate.probe`) every ``every``
+    epochs and after the last, at the epoch's end (after the samplers' update, before the
+    checkpoint, so a probe at epoch E ranks exactly the weights of E's checkpoint). Every row gets
+    ``probe_tau``, ``probe_p_top5`` and ``probe_stability`` (empty between probes); each probe goes
+    to ``probe.jsonl`` and redraws ``probe.png``. With ``probe.stop_tau`` set, training ends once
+    ``probe.stop_probes`` probes in a row were at least that stable. Every rank probes (the same
+    weights and batches give the same predictions, so all ranks take the same stop decision);
+    rank 0 writes."""
+
+    state_key = "ranking_probe"
+
+    def __init__(self):
+        self.probe = None
+        self.previous: list[float] | None = None
+        self.stable = 0             # probes in a row at least probe.stop_tau stable
+        self.probes = 0             # records in probe.jsonl that the checkpoint covers
+
+    def state_dict(self):
+        return {"previous": self.previous, "stable": self.stable, "probes": self.probes}
+
+    def load_state_dict(self, state):
+        self.previous, self.stable, self.probes = state["previous"], int(state["stable"]), int(state["probes"])
+        t = self.trainer
+        if t.dist.is_main:          # a probe written after the checkpoint is taken again
+            from pada_fast.evaluate.probe import LOG_FILE
+            path = t.out_dir / LOG_FILE
+            if path.exists():
+                lines = [line for line in path.read_text().splitlines() if line.strip()][: self.probes]
+                write_text_atomic(path, "".join(line + "\n" for line in lines))
+
+    def end_of_epoch(self, epoch, row):
+        t = self.trainer
+        p = t.cfg.probe
+        if not p.every:
+            return
+        row.update(probe_tau=None, probe_p_top5=None, probe_stability=None)
+        if (epoch + 1) % p.every and epoch + 1 != t.cfg.optim.epochs:
+            return
+        from pada_fast.evaluate import probe as probe_module
+        started = time.perf_counter()
+        if self.probe is None:
+            self.probe = probe_module.RankingProbe(t.model, t.cfg, t.train_set.classes, t.train_set.num_classes,
+                                                   t.device)
+            if t.dist.is_main:
+                self.probe.write_archs(t.out_dir)
+        result = self.probe.measure(t.model, None if self.previous is None else np.asarray(self.previous))
+        t.model.train()
+        self.previous = result["predictions"]
+        row.update(probe_tau=result["tau"], probe_p_top5=result["p_top5"], probe_stability=result["stability"])
+        if p.stop_tau is not None and result["stability"] is not None:
+            self.stable = self.stable + 1 if result["stability"] >= p.stop_tau else 0
+        self.probes += 1
+        seconds = time.perf_counter() - started
+        if t.dist.is_main:
+            record = {"epoch": epoch, "archs": len(self.probe.archs), "seconds": round(seconds, 3), **result}
+            with (t.out_dir / probe_module.LOG_FILE).open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            probe_module.probe_plot(probe_module.read_probe_log(t.out_dir), t.out_dir / probe_module.PLOT_FILE,
+                                    title=f"ranking probe: {t.cfg.method.name}, seed {t.cfg.run.seed}")
+            parts = [f"{name} {result[key]:.3f}" for key, name in
+                     (("tau", "tau"), ("p_top5", "P@Top5%"), ("stability", "stability")) if result[key] is not None]
+            t.log_info(f"probe after epoch {epoch + 1}: {' '.join(parts) or 'first probe'} "
+                       f"({len(self.probe.archs)} archs, {seconds:.1f}s)")
+        if p.stop_tau is not None and self.stable >= p.stop_probes:
+            t.request_stop(f"the ranking was stable (Kendall tau between successive probes >= {p.stop_tau}) "
+                           f"for {self.stable} probes in a row (probe.stop_tau, probe.stop_probes)")
+
+
 def default_hooks(fault=None) -> list[HookBase]:
     """The trainer's hooks, in the order they run."""
     hooks: list[HookBase] = [FaultInjectionHook(fault)] if fault is not None else []
     return hooks + [ProgressBarHook(), IntervalLogHook(), SignalStopHook(), MidEpochCheckpointHook(),
-                    GradientVarianceHook()]
+                    GradientVarianceHook(), RankingProbeHook()]
 
 
 __all__ = ["EpochState", "FaultInjectionHook", "GradientVarianceHook", "HookBase", "IntervalLogHook",
-           "MidEpochCheckpointHook", "ProgressBarHook", "SignalStopHook", "StepTimes", "default_hooks"]
+           "MidEpochCheckpointHook", "ProgressBarHook", "RankingProbeHook", "SignalStopHook", "StepTimes", "default_hooks"]

@@ -177,6 +177,7 @@ class Trainer:
         self.start_step = 0          # steps of start_epoch already done (a mid-epoch checkpoint)
         self._progress = None        # that epoch's running totals at the checkpoint
         self._stop = None            # GracefulStop while fit() runs
+        self._stop_request = None    # a hook's reason to end training after this epoch
         self.exit_code = 0
         self._dali = None
         self._device_data = None
@@ -273,6 +274,7 @@ class Trainer:
             "augment": self.recipe,
             "in_channels": self.train_set.in_channels,
             "scaler": None if self.scaler is None else self.scaler.state_dict(),
+            "hooks": {h.state_key: h.state_dict() for h in self.hooks if h.state_key is not None},
         }
 
     def _load_checkpoint(self) -> tuple[Path, dict]:
@@ -321,6 +323,9 @@ class Trainer:
         if state.get("nonfinite") is not None:
             self.guard.load_state_dict(state["nonfinite"])
         restore_rng_state(state["rng"], self.device if self.dist.enabled else None)
+        for hook in self.hooks:
+            if hook.state_key is not None and hook.state_key in state.get("hooks", {}):
+                hook.load_state_dict(state["hooks"][hook.state_key])
         self.start_epoch = int(state["epoch"])
         self.start_step = int(state.get("step") or 0)
         self._progress = state.get("progress") if self.start_step else None
@@ -644,6 +649,10 @@ class Trainer:
         self.hooks.append(hook)
         return hook
 
+    def request_stop(self, reason: str) -> None:
+        """End training after the current epoch's checkpoint (a hook's ``end_of_epoch`` calls it)."""
+        self._stop_request = reason
+
     def _call_hooks(self, point: str, *args) -> None:
         for hook in self.hooks:
             getattr(hook, point)(*args)
@@ -688,7 +697,8 @@ class Trainer:
                 self._stop = None
                 self.release()
         return {"out_dir": str(self.out_dir), "checkpoint": str(self.ckpt_path),
-                "train_time": time.perf_counter() - started, "last": row, "exit_code": self.exit_code}
+                "train_time": time.perf_counter() - started, "last": row, "exit_code": self.exit_code,
+                "stopped_by": self._stop_request}
 
     def _fit_epochs(self, row: dict) -> dict:
         cfg = self.cfg
@@ -707,6 +717,10 @@ class Trainer:
                           f"acc {row['train_acc']:.4f} time {row['epoch_time']:.1f}s {self.epoch_summary(row)}")
             self._where = f"waiting for rank 0's checkpoint of epoch {epoch + 1}"
             distributed.barrier(self.dist)   # nobody runs ahead of (or exits before) the checkpoint
+            if self._stop_request is not None and epoch + 1 < cfg.optim.epochs:
+                self.log_info(f"stopped after epoch {epoch + 1} of {cfg.optim.epochs}: {self._stop_request}; "
+                              f"the checkpoint is {self.ckpt_path}")
+                return row
             if epoch + 1 < cfg.optim.epochs and self._stop is not None and (
                     self._stop.requested_on_any_rank() if self.dist.enabled else self._stop.requested):
                 self._stopped(f"after epoch {epoch + 1}")
