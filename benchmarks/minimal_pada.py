@@ -348,6 +348,7 @@ def parse_args(argv=None):
     ap.add_argument("--table", required=True, help="NATS CSV, NB201 file or arch,accuracy table")
     ap.add_argument("--table-column", default="cifar10", help="column of a NATS CSV / NB201 file")
     ap.add_argument("--num-archs", type=int, default=None, help="rank a random subset (seed 0) of the table")
+    ap.add_argument("--image-size", type=int, default=None, help="resize in-memory images to this square size")
     ap.add_argument("--train-subset", type=int, default=None)
     ap.add_argument("--eval-subset", type=int, default=None)
     ap.add_argument("--eval-batch-size", type=int, default=250)
@@ -378,8 +379,9 @@ def main(argv=None) -> dict:
     torch.manual_seed(args.seed)
     started = time.time()
     train_set = build_dataset(args.dataset, args.root, "train", augment=args.augment,
-                              subset=args.train_subset, seed=0)
-    eval_set = build_dataset(args.dataset, args.root, "test", augment=False, subset=args.eval_subset, seed=0)
+                              subset=args.train_subset, seed=0, image_size=args.image_size)
+    eval_set = build_dataset(args.dataset, args.root, "test", augment=False, subset=args.eval_subset, seed=0,
+                             image_size=args.image_size)
     table = load_ground_truth(args.table, args.table_column)
     archs = chosen_archs(table, args.num_archs)
     genes = [parse_arch(a) for a in archs]

@@ -1,14 +1,25 @@
 #!/usr/bin/env bash
-# Regenerates every table and plot of docs/results.md (hours on a 2-core CPU; the GPU section runs
-# only where `nvidia-smi` finds a GPU). Outputs go under runs/ and are printed; copy the tables into
-# docs/results.md by hand. Usage: bash benchmarks/regenerate_results.sh [SHARED_DIR]
+# Regenerates the tables and plots of docs/results.md, one named section per group of tables (hours
+# on a 2-core CPU; the GPU section runs only where `nvidia-smi` finds a GPU). Outputs go under runs/
+# and are printed; copy the tables into docs/results.md by hand. Every run resumes where it stopped
+# (training, ranking, searching and table building all do), so a section cut short continues.
+#
+#   bash benchmarks/regenerate_results.sh [SECTION ...]     (default: every section)
+#   SHARED=/path/to/shared bash benchmarks/regenerate_results.sh fmnist16
+#
+# Sections: core (ops, CIFAR-10 ranking study, engine, latency, search, loaders, quickstart,
+# gradient variance, digits and CIFAR-10 ablations, overhead), fidelity (the issue-12 ablations on
+# CIFAR-10 and Fashion-MNIST, FairNAS, the one-file reference, the Fashion-MNIST table), throughput
+# (device data, supernet vs static), fmnist16 (the third benchmark: table, ablation with the probe,
+# curves, search quality, protocols), reliability (the fault tests), gpu.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-SHARED=${1:-../shared}
+SHARED=${SHARED:-../shared}
 CIFAR=$SHARED/datasets/cifar10-jpeg
 NATS=$SHARED/nb201/nats_bench.csv
 export OMP_NUM_THREADS=1
 
+section_core() {
 echo "## fused ops vs PyTorch (CPU)"
 python benchmarks/bench_ops.py --rounds 40 --threads 1
 
@@ -81,7 +92,61 @@ python benchmarks/bench_overhead.py --config configs/nb201_cifar10_cpu.yaml --se
   --set data.train_subset=2560 --set run.threads=1 --set run.channels_last=true --rounds 3 --micro-rounds 5 \
   --variants spos,pada,pada-off --no-breakdown
 
+}
+
+section_fidelity() {
+echo "## the Fashion-MNIST table (28x28, 100 architectures, 20 with a second seed)"
+pada-fast build-benchmark --config configs/nb201_fashion_mnist.yaml --archs 100 --noise-archs 20 --noise-pick first \
+  --out runs/tables/nb201_fashion_mnist.json
+echo "## issue-12 ablation: CIFAR-10 (5,000 x 15) and Fashion-MNIST (4,000 x 10), 3 seeds"
+python benchmarks/ablation.py --config configs/nb201_cifar10_cpu.yaml --out runs/ablation_cifar --seeds 3 \
+  --set data.root=$CIFAR --set rank.ground_truth=$NATS --set data.train_subset=5000 --set optim.epochs=15 \
+  --set run.threads=1 --rank-eval-subset 500 \
+  --variants "spos,pa,da,pada,pada official,pada pa_aggregation=official,pada da_aggregation=official,pada lagged schedule,pada lr per epoch,pada update unsampled,pada affine reductions,pada per_edge,pada decreasing,pada random subsets,pada augment=flip"
+python benchmarks/ablation.py --config configs/nb201_fashion_mnist.yaml --out runs/ablation_fm --seeds 3 \
+  --set optim.epochs=10 --variants "spos,pa,da,pada,pada official,pada pa_aggregation=official,pada da_aggregation=official,pada lagged schedule,pada lr per epoch,pada update unsampled,pada affine reductions,pada random subsets,pada augment=none,pada augment=crop,spos augment=none,spos augment=crop"
+echo "## FairNAS at SPOS's cost (one fifth of the epochs)"
+python benchmarks/ablation.py --config configs/nb201_cifar10_cpu.yaml --out runs/ablation_cifar_fairnas --seeds 3 \
+  --set data.root=$CIFAR --set rank.ground_truth=$NATS --set data.train_subset=5000 --set optim.epochs=3 \
+  --set run.threads=1 --rank-eval-subset 500 --variants fairnas
+python benchmarks/ablation.py --config configs/nb201_fashion_mnist.yaml --out runs/ablation_fm_fairnas --seeds 3 \
+  --set optim.epochs=2 --variants fairnas
+echo "## the one-file reference on Fashion-MNIST"
+for method in spos pada; do for seed in 0 1 2; do
+  python benchmarks/minimal_pada.py --method $method --dataset fashion_mnist --root /usr/share/datasets/fashion-mnist \
+    --table pada_fast/data/ground_truth/nb201_fashion_mnist.json --train-subset 4000 --eval-subset 2000 --epochs 10 \
+    --C 8 --N 1 --batch-size 64 --lr 0.05 --weight-decay 2.5e-4 --grad-clip 5 --augment flip --seed $seed --threads 1 \
+    --out runs/minimal_fm/${method}_s${seed}.json
+done; done
+}
+
+section_throughput() {
+echo "## device-resident data, supernet step vs a static network"
+python benchmarks/bench_device_data.py --config configs/nb201_cifar10_cpu.yaml --set data.root=$CIFAR \
+  --set data.train_subset=2000 --rounds 2
+python benchmarks/bench_supernet_static.py --method pada --rounds 11 --steps 5
+python benchmarks/bench_supernet_static.py --C 4 --N 1 --image 8 --channels 1 --method pada --rounds 21 --steps 40
+}
+
+section_fmnist16() {
+bash benchmarks/fmnist16_study.sh
+}
+
+section_reliability() {
+echo "## the reliability table: every fault case through the CLI"
+python -m pytest -q tests/test_user_faults.py tests/test_trainer_faults.py
+}
+
+section_gpu() {
 if command -v nvidia-smi >/dev/null && nvidia-smi >/dev/null 2>&1; then
   echo "## GPU"
   DATA_ROOT=$CIFAR GPU_CHECK_SUBSET=2560 bash benchmarks/gpu_check.sh
 fi
+}
+
+sections=("$@")
+[ ${#sections[@]} -eq 0 ] && sections=(core fidelity throughput fmnist16 reliability gpu)
+for name in "${sections[@]}"; do
+  declare -F "section_$name" >/dev/null || { echo "unknown section $name" >&2; exit 2; }
+  "section_$name"
+done

@@ -303,3 +303,23 @@ def test_imagenet_folder_transforms(tmp_path):
     assert v.shape == (3, 224, 224)
     with pytest.raises(FileNotFoundError, match="train/ and val/"):
         build_dataset("imagenet_folder", tmp_path / "nothing", "test")
+
+
+def test_image_size_resizes_in_memory_datasets_by_area_averaging():
+    from pada_fast.config import load_config
+    from pada_fast.data.datasets import build_split
+    cfg = load_config(None, ["data.image_size=4"])
+    small = build_split(cfg.data, "train")
+    full = build_split(load_config(None, []).data, "train")
+    assert small.image_size == 4 and full.image_size == 8 and len(small) == len(full)
+    block = full.images[0, 0, :2, :2].float().mean()
+    assert int(small.images[0, 0, 0, 0]) == int(torch.round(block))
+    assert list(small.targets) == list(full.targets)
+
+
+def test_image_size_on_an_image_folder_is_refused(tmp_path):
+    from pada_fast.data.datasets import build_dataset
+    from pada_fast.errors import DataError
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    with pytest.raises(DataError, match="image_size"):
+        build_dataset("cifar10_folder", tmp_path, "train", image_size=16)

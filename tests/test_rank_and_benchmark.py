@@ -37,6 +37,30 @@ def test_build_benchmark_writes_a_resumable_table(tmp_path, monkeypatch):
     assert table.accuracy(first) == pytest.approx(np.mean(seeds))
 
 
+def test_shards_build_the_same_table_as_one_process(tmp_path):
+    common = ["build-benchmark", "--set", "space.C=2", "--set", "space.N=1", "--set", "optim.epochs=1",
+              "--set", "run.threads=1", "--archs", "5", "--noise-archs", "2"]
+    assert main(common + ["--out", str(tmp_path / "one.json")]) == 0
+    shared = tmp_path / "shared.json"
+    assert main(common + ["--out", str(shared), "--shard", "1/2"]) == 0
+    partial = [json.loads(line) for line in shared.with_name("shared.json.partial.jsonl").read_text().splitlines()]
+    assert len(partial) == 2            # architectures 1 and 3 (the second seed goes to 0 and 2)
+    assert main(common + ["--out", str(shared), "--shard", "0/2"]) == 0
+    one, both = json.loads((tmp_path / "one.json").read_text()), json.loads(shared.read_text())
+    assert [r["arch"] for r in one["records"]] == [r["arch"] for r in both["records"]]
+    np.testing.assert_allclose([r["accuracy"] for r in one["records"]], [r["accuracy"] for r in both["records"]])
+    assert one["meta"]["noise"] == both["meta"]["noise"] and one["meta"]["noise"]["archs"] == 2
+    # spread: the second seed goes to architectures 0 and 2 of 5, not to the first two
+    assert [len(r["accuracies"]) for r in one["records"]] == [2, 1, 2, 1, 1]
+    assert main(common + ["--out", str(tmp_path / "bad.json"), "--shard", "2/2"]) != 0
+
+
+def test_noise_architectures_spread_or_first():
+    assert table_builder.noise_indices(150, 50, "spread") == set(range(0, 150, 3))
+    assert table_builder.noise_indices(10, 3, "first") == {0, 1, 2}
+    assert table_builder.noise_indices(10, 0, "spread") == set()
+
+
 def test_train_then_rank_through_the_cli(tmp_path):
     run = tmp_path / "run"
     assert main(["train", "--set", "space.C=4", "--set", "space.N=1", "--set", "optim.epochs=2",

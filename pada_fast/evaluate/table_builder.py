@@ -195,6 +195,7 @@ def build_benchmark(cfg: Config, table_path: str | Path, which: str | int = 50, 
             key = (texts[i], seed)
             if key in done:
                 continue
+            torch.manual_seed(seed)     # the network's initialisation: a function of (arch, seed) alone
             acc = train_standalone(supernet.standalone(archs[i]), train_set, test_batches, cfg, seed, device)
             done[key] = acc
             with partial.open("a") as f:       # one short line per append: shards never interleave
