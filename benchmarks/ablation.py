@@ -49,6 +49,11 @@ VARIANTS = {
     "fairnas": {"method.name": "fairnas"},
     "spos augment=none": {"method.name": "spos", "data.augment": "none"},
     "spos augment=crop": {"method.name": "spos", "data.augment": "crop"},
+    "spos augment=crop_flip": {"method.name": "spos", "data.augment": "crop_flip"},
+    # the ranking protocol: per-architecture running statistics recalibrated on 20 training
+    # batches (the SPOS paper's) instead of batch statistics (NAS-Bench-201's supernet)
+    "spos running bn": {"method.name": "spos", "space.bn_mode": "running", "rank.recalibrate_batches": 20},
+    "pada running bn": {"method.name": "pada", "space.bn_mode": "running", "rank.recalibrate_batches": 20},
 }
 
 

@@ -27,7 +27,7 @@ and are also shown amortised per step.
 
 ``--scaling``: drawing an epoch stream and updating q (``end_epoch``) for N = 50,000 (CIFAR-10)
 and N = 1,281,167 (ImageNet), and the memory PA&DA's sampler state takes.
-Absolute times are only meaningful from a GPU (DESIGN §9); on CPU read the ratios.
+Absolute times are only meaningful from a GPU (docs/results.md); on CPU read the ratios.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A minimal reference implementation of SPOS and PA&DA on NAS-Bench-201 (DESIGN §1), in plain
+"""A minimal reference implementation of SPOS and PA&DA on NAS-Bench-201 (docs/method.md), in plain
 PyTorch, to bisect pada_fast against.
 
 It shares no method code with pada_fast: the supernet, the path and data samplers, the training

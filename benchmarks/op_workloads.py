@@ -29,7 +29,7 @@ def nb201_path_grads(device: str = "cpu", seed: int = 0):
 
 def proxyless_path_grads(device: str = "cpu", seed: int = 0):
     """A ProxylessNAS-sized sampled path: 21 MBConv layers (expand 1x1, depthwise kxk, project 1x1,
-    three BatchNorms with weight and bias each), widths of DESIGN §2, k=7 e=6 everywhere: about
+    three BatchNorms with weight and bias each), widths of docs/method.md ("Search spaces"), k=7 e=6 everywhere: about
     5M parameters in 189 tensors. Slot = layer * 7 + candidate."""
     g = torch.Generator().manual_seed(seed)
     stages = [(24, 4), (40, 4), (80, 4), (96, 4), (192, 4), (320, 1)]

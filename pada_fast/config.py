@@ -117,7 +117,7 @@ class MethodConfig:
     pa_schedule: str = choice("linear_increase", "linear_increase", "linear_decrease", "constant", "off")
     da_schedule: str = choice("linear_increase", "linear_increase", "linear_decrease", "constant", "off")
     unbiased: bool = False                  # weight the loss by 1/(N q_i) and 1/(K p)
-    # design: the method as DESIGN §1 states it; official: every point of the authors' released
+    # design: the method as docs/method.md states it; official: every point of the authors' released
     # NAS-Bench-201 code (pada_fast/reproduce.py lists them). The four keys below default to
     # "auto" (follow reproduce) and can each be set on their own.
     reproduce: str = choice("design", "design", "official")

@@ -1,4 +1,4 @@
-"""``method.reproduce``: the method as DESIGN §1 states it (``design``), or as the authors'
+"""``method.reproduce``: the method as docs/method.md states it (``design``), or as the authors'
 released NAS-Bench-201 code runs it (``official``), point by point.
 
 ==========================  ===========================================  =============================================
@@ -20,7 +20,7 @@ optim.update_unsampled      ``off``: only the sampled path moves           ``on`
                                                                            decay and momentum move them every step
 ==========================  ===========================================  =============================================
 
-Points where the authors' code already does what DESIGN §1 does, so ``official`` changes nothing:
+Points where the authors' code already does what docs/method.md does, so ``official`` changes nothing:
 affine-free batch-statistics BN in the search cells and in the reduction blocks (``space.reduction_bn``
 ``batch``; ``affine`` is NAS-Bench-201's stand-alone networks' choice), shared p over op types
 (``method.pa_granularity`` auto → shared for nb201), the first epoch a permutation of the data, the

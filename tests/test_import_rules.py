@@ -1,4 +1,4 @@
-"""The package's layers (DESIGN §3), checked on every import statement, lazy ones included:
+"""The package's layers (docs/architecture.md), checked on every import statement, lazy ones included:
 cli → search / evaluate / train / deploy → experiment → sampling / spaces / data / ops / config and the
 small shared modules. Nothing in evaluate/, search/ or deploy/ imports train/; spaces and samplers never
 import train/; nothing below the experiment layer imports a layer above it."""

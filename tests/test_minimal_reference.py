@@ -1,4 +1,4 @@
-"""benchmarks/minimal_pada.py, the independent reference of DESIGN §1: one tiny run end to end on
+"""benchmarks/minimal_pada.py, the independent reference of docs/method.md: one tiny run end to end on
 digits, and its PA and DA distribution updates against hand-computed answers."""
 import importlib
 import json

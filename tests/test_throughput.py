@@ -1,4 +1,4 @@
-"""DESIGN §5b on the CPU: fused SGD (bitwise the foreach step), the precision modes (bf16 autocast,
+"""docs/method.md, "GPU throughput" on the CPU: fused SGD (bitwise the foreach step), the precision modes (bf16 autocast,
 fp16 with a gradient scaler whose overflow feeds the non-finite guard), no host read inside the
 training step between log points, and the auto values of channels-last and cuDNN autotuning."""
 import json

@@ -1,4 +1,4 @@
-"""Gradient variance (GV), the PA&DA paper's diagnostic (DESIGN §1, "Gradient variance").
+"""Gradient variance (GV), the PA&DA paper's diagnostic (docs/method.md; the paper's Fig. 4).
 
 At one fixed weight snapshot, K (path, batch) pairs are drawn from the samplers under test, exactly
 as training would draw them (paths from ``path_sampler.sample_epoch``, batches from

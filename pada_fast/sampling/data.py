@@ -1,6 +1,6 @@
 """Data samplers: the epoch's stream of dataset indices, uniform (SPOS) or DA importance-weighted.
 
-DA (DESIGN §1): during an epoch every trained sample's importance ``‖softmax(z) − target‖₂`` is
+DA (docs/method.md): during an epoch every trained sample's importance ``‖softmax(z) − target‖₂`` is
 scattered into device buffers by dataset index (no host synchronisation). At epoch end
 ``s_i`` = mean importance of sample i over the times it was drawn (0 if never drawn) and
 ``q = τ · s / Σs + (1 − τ) / N``, so unseen samples keep exactly the uniform share ``(1 − τ)/N``.
@@ -96,7 +96,7 @@ AGGREGATIONS = ("mean", "official")
 class ImportanceDataSampler(DataSampler):
     """DA: indices drawn with replacement from ``q``, which follows each sample's importance.
 
-    ``aggregation="mean"`` (DESIGN §1): a sample's score is its mean importance over the epoch's
+    ``aggregation="mean"`` (docs/method.md): a sample's score is its mean importance over the epoch's
     draws. ``"official"`` (the authors' code): ``s ← x`` at its first draw of the epoch, then
     ``s ← (s + x) / 2`` at each later one, in stream order (``score_sum`` then holds ``s``).
     ``offset``: see :func:`~pada_fast.sampling.schedule.mix_weight`."""

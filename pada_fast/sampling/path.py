@@ -5,7 +5,7 @@ accumulators on the device. A whole epoch of paths is drawn at once from the hos
 (``p`` only changes at epoch end), so neither sampling nor recording ever waits for the device;
 ``end_epoch`` is the one place that copies from the device, once.
 
-Importance update (DESIGN §1): ``g`` = mean gradient norm of each operation over the steps it was
+Importance update (docs/method.md): ``g`` = mean gradient norm of each operation over the steps it was
 trained this epoch, then ``p = δ · g / Σg + (1 − δ) · uniform`` per layer, over the layer's valid
 candidates, with ``δ = mix_weight(schedule, next_epoch, epochs)``. Granularity:
 
@@ -227,7 +227,7 @@ class FairPathSampler(UniformPathSampler):
 class ImportancePathSampler(UniformPathSampler):
     """PA: ``p`` follows each operation's gradient norm, mixed with uniform by ``δ``.
 
-    ``aggregation="mean"`` (DESIGN §1): the mean norm over the steps an operation trained (see the
+    ``aggregation="mean"`` (docs/method.md): the mean norm over the steps an operation trained (see the
     module docstring). ``aggregation="official"`` (the authors' NAS-Bench-201 code, ``shared``
     only): each step, for every operation type ``k`` on the path, ``x_k`` = the sum over cells of
     its per-tensor gradient norms divided by the number of layers holding ``k`` (dead edges

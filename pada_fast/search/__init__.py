@@ -1,4 +1,4 @@
-"""Architecture search with inherited supernet weights (DESIGN §2, §7): evolution and random
+"""Architecture search with inherited supernet weights (docs/method.md, "Ranking" and "Search"): evolution and random
 search under a MACs/parameter budget, MACs lookup tables counted with PyTorch's flop counter, and
 export of the result as an architecture file that rebuilds the stand-alone network.
 

@@ -1,4 +1,4 @@
-"""The DARTS search space (DESIGN §2) with single-path training, and stand-alone networks.
+"""The DARTS search space (docs/method.md) with single-path training, and stand-alone networks.
 
 Skeleton as DARTS' search model: stem Conv3x3 to 3C + BN, ``num_cells`` cells (reduction cells at
 1/3 and 2/3 of the depth double the width and halve the resolution), global average pooling and a

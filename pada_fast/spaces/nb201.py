@@ -1,4 +1,4 @@
-"""The NAS-Bench-201 supernet (DESIGN §2) and stand-alone networks of single architectures.
+"""The NAS-Bench-201 supernet (docs/method.md) and stand-alone networks of single architectures.
 
 Macro skeleton, as in NAS-Bench-201 and the PA&DA authors' supernet: stem Conv3x3+BN, N cells at
 C channels, a ResNet basic block (stride 2) to 2C, N cells, a block to 4C, N cells, then

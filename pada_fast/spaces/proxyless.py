@@ -1,4 +1,4 @@
-"""The ProxylessNAS / MobileNetV2-style search space (DESIGN §2) and stand-alone networks of it.
+"""The ProxylessNAS / MobileNetV2-style search space (docs/method.md) and stand-alone networks of it.
 
 Chain: Conv3x3 (stride ``stem_stride``, 32 x width) + BN + ReLU6, a fixed MBConv1 3x3 to 16 x width,
 then 21 searchable layers in stages of width/count/stride 24x4/s2, 40x4/s2, 80x4/s2, 96x4/s1,

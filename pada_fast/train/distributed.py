@@ -1,4 +1,4 @@
-"""Multi-process training on torch.distributed (DESIGN §6), launched by ``torchrun``.
+"""Multi-process training on torch.distributed (docs/method.md, "Distributed training"), launched by ``torchrun``.
 
     torchrun --nproc-per-node 8 -m pada_fast.cli train --config configs/proxyless_imagenet.yaml
 

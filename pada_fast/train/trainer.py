@@ -1,4 +1,4 @@
-"""Supernet training with SPOS, PA, DA or PA&DA (DESIGN §1, Algorithm 1 of the paper).
+"""Supernet training with SPOS, PA, DA or PA&DA (docs/method.md, Algorithm 1 of the paper).
 
 Each step trains one path on one batch: the path comes from the path sampler's epoch draw (made
 on the host at the start of the epoch, so sampling never waits for the device), the batch from
@@ -166,7 +166,7 @@ class Trainer:
         self.steps_per_epoch = n // d.batch_size if self.drop_last else 1
         self.total_steps = self.steps_per_epoch * cfg.optim.epochs
         self.optimizer = build_optimizer(self.model.parameters(), cfg.optim, cfg.run.optimizer_impl)
-        # fp16: the gradient scaler; its overflow flag feeds the non-finite guard (DESIGN §5b)
+        # fp16: the gradient scaler; its overflow flag feeds the non-finite guard (docs/method.md, "GPU throughput")
         self.scaler = torch.amp.GradScaler(self.device.type) if cfg.run.precision == "fp16" else None
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         # Steps with a non-finite loss or gradient change nothing and are counted (faults.py);
@@ -220,7 +220,7 @@ class Trainer:
         return self.model(images, arch), None
 
     def _setup_throughput(self) -> None:
-        """Precision, memory format and cuDNN autotuning (DESIGN §5b). ``run.channels_last`` and
+        """Precision, memory format and cuDNN autotuning (docs/method.md, "GPU throughput"). ``run.channels_last`` and
         ``run.cudnn_benchmark`` left null are on for CUDA runs and off on the CPU; the values used
         are written back into the config, so the saved config records them."""
         r = self.cfg.run
