@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import pada_fast.data.pipeline as pipeline_module
 import pada_fast.train.trainer as trainer_module
 from pada_fast.config import load_config
 from pada_fast.data import transforms as T
@@ -73,7 +74,7 @@ def main(argv=None):
     device = torch.device(args.device)
 
     dataset = synthetic_set(args.batch * (args.steps + 1), args.image, args.channels)
-    trainer_module.build_split = lambda *a, **k: dataset        # the trainer's data: the synthetic set
+    pipeline_module.build_split = lambda *a, **k: dataset       # the trainer's data: the synthetic set
     out = tempfile.mkdtemp(prefix="bench_supernet_static-")
     space = ([f"space.C={args.C}", f"space.N={args.N}"] if args.space == "nb201" else
              ["space.name=proxyless", f"space.resolution={args.image}"] + (["space.stem_stride=1"] if args.image <= 64 else []))

@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
-from pada_fast.errors import DiskFullError, is_disk_full
+from pada_fast.errors import CheckpointError, CorruptCheckpoint, DiskFullError, IncompatibleCheckpoint, is_disk_full
 from pada_fast.files import _fsync_dir, write_atomic
 from pada_fast.log import get_logger
 
@@ -53,18 +53,6 @@ READABLE_VERSIONS = (1, 2)
 CHECKSUM_KEY = "checksum"
 LATEST_NAME = "checkpoint.pt"
 _NUMBERED = re.compile(r"^checkpoint-e(\d+)-s(\d+)\.pt$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be used; the message says which file and why."""
-
-
-class CorruptCheckpoint(CheckpointError):
-    """The file is truncated, unreadable, or its checksum does not match its payload."""
-
-
-class IncompatibleCheckpoint(CheckpointError):
-    """The file is intact but belongs to another format version, search space or config."""
 
 
 # -- checksum -------------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from pada_fast.errors import ConfigError
+
 
 class _Loader(yaml.SafeLoader):
     """YAML 1.2 booleans: only true/false. YAML 1.1 would read schedule names such as ``off``
@@ -32,10 +34,6 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:bool",
 
 def _yaml_load(text: str):
     return yaml.load(text, Loader=_Loader)
-
-
-class ConfigError(ValueError):
-    """A configuration value is unknown, mistyped or out of range; the message names the key."""
 
 
 def choice(default, *allowed, help: str = "", registry: str | None = None):
@@ -58,8 +56,7 @@ def bounded(default, low=None, high=None, help: str = ""):
 
 @dataclass
 class DataConfig:
-    dataset: str = choice("digits", "digits", "cifar10_folder", "imagenet_folder", "cifar10", "cifar100",
-                          "fashion_mnist")
+    dataset: str = choice("digits", registry="datasets")
     root: str | None = None                 # dataset root (image-folder tree holds train/ and test/)
     download: bool = False                  # torchvision datasets: fetch when missing
     train_subset: int | None = bounded(None, 1)  # class-stratified subset of the training split
@@ -83,7 +80,7 @@ class DataConfig:
     num_workers: int = bounded(0, 0)
     # torch: a DataLoader (host decode and augmentation); dali: NVIDIA DALI; device: the training set
     # decoded once and kept on the training device, augmented there per batch (data/device_data.py)
-    backend: str = choice("torch", "torch", "dali", "device")
+    backend: str = choice("torch", registry="data_backends")
     # image folders: a non-image or unreadable file is an error ("error"), or is left out and
     # reported ("skip": every selected image is decoded once when the dataset is built)
     bad_files: str = choice("error", "error", "skip")
@@ -129,7 +126,7 @@ class MethodConfig:
 @dataclass
 class OptimConfig:
     # sgd (momentum, optionally nesterov; fused) or rmsprop (momentum, rmsprop_alpha, rmsprop_eps)
-    name: str = choice("sgd", "sgd", "rmsprop")
+    name: str = choice("sgd", registry="optimizers")
     epochs: int = bounded(250, 1)
     lr: float = bounded(0.05, 0.0)
     lr_min: float = bounded(0.0, 0.0)

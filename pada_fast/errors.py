@@ -8,6 +8,24 @@ from __future__ import annotations
 
 import errno
 
+from pada_fast.log import printable
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, mistyped or out of range; the message names the key."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used; the message says which file and why."""
+
+
+class CorruptCheckpoint(CheckpointError):
+    """The file is truncated, unreadable, or its checksum does not match its payload."""
+
+
+class IncompatibleCheckpoint(CheckpointError):
+    """The file is intact but belongs to another format version, search space or config."""
+
 
 class DataError(ValueError):
     """A dataset or one of its files is missing, unreadable or not what it should be."""
@@ -46,8 +64,6 @@ def is_disk_full(exc: BaseException) -> bool:
 
 def classify(exc: BaseException) -> tuple[str, int]:
     """``(kind, exit code)`` of a failure."""
-    from pada_fast.checkpoint import CheckpointError
-    from pada_fast.config import ConfigError
     kinds = ((ConfigError, "configuration"), (CheckpointError, "checkpoint"), (GroundTruthError, "ground truth"),
              (NumericError, "numeric"), (DataError, "data"), (DistributedError, "distributed"))
     for cls, kind in kinds:
@@ -65,9 +81,8 @@ def classify(exc: BaseException) -> tuple[str, int]:
 def one_line(exc: BaseException) -> str:
     """The failure as one line: its message with line breaks folded."""
     text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
-    from pada_fast.log import printable
     return printable(text or type(exc).__name__)
 
 
-__all__ = ["DataError", "DiskFullError", "DistributedError", "EXIT_CODES", "GroundTruthError", "NumericError",
+__all__ = ["CheckpointError", "ConfigError", "CorruptCheckpoint", "DataError", "DiskFullError", "DistributedError", "EXIT_CODES", "GroundTruthError", "IncompatibleCheckpoint", "NumericError",
            "classify", "is_disk_full", "one_line"]

@@ -17,7 +17,7 @@ from pada_fast import checkpoint
 from pada_fast.config import Config, config_from_dict
 from pada_fast.reproduce import resolve_reproduction
 from pada_fast.sampling import build_data_sampler, build_path_sampler
-from pada_fast.registry import SPACES
+from pada_fast.registry import OPTIMIZERS, SPACES
 from pada_fast.spaces import build_supernet
 
 
@@ -31,20 +31,28 @@ def cosine_lr(step: int, total: int, lr: float, lr_min: float) -> float:
     return lr_min + 0.5 * (lr - lr_min) * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
 
 
+@OPTIMIZERS.register("sgd")
+def _sgd(params, o, implementation: str) -> torch.optim.Optimizer:
+    kind = {"fused": True} if implementation == "fused" else {"foreach": True}
+    return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
+                           nesterov=o.nesterov, **kind)
+
+
+@OPTIMIZERS.register("rmsprop")
+def _rmsprop(params, o, implementation: str) -> torch.optim.Optimizer:
+    return torch.optim.RMSprop(params, lr=o.lr, alpha=o.rmsprop_alpha, eps=o.rmsprop_eps, momentum=o.momentum,
+                               weight_decay=o.weight_decay, foreach=True)
+
+
 def build_optimizer(params, optim_cfg, implementation: str = "fused") -> torch.optim.Optimizer:
-    """The optimiser of ``optim_cfg`` (``optim.name``): SGD with ``implementation`` ``fused`` (one
-    kernel per step, on the CPU too; it honours a device ``found_inf`` flag) or ``foreach`` (they
-    agree up to float rounding: the fused kernel rounds some updates differently in the last
-    place); RMSProp (foreach; TensorFlow-style ``eps``, as the MobileNet recipes use it)."""
+    """The optimiser of ``optim_cfg`` (``optim.name``, from :data:`OPTIMIZERS`): SGD with
+    ``implementation`` ``fused`` (one kernel per step, on the CPU too; it honours a device
+    ``found_inf`` flag) or ``foreach`` (they agree up to float rounding: the fused kernel rounds
+    some updates differently in the last place); RMSProp (foreach; TensorFlow-style ``eps``, as the
+    MobileNet recipes use it)."""
     if implementation not in ("fused", "foreach"):
         raise ValueError(f"implementation must be 'fused' or 'foreach', got {implementation!r}")
-    if optim_cfg.name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=optim_cfg.lr, alpha=optim_cfg.rmsprop_alpha,
-                                   eps=optim_cfg.rmsprop_eps, momentum=optim_cfg.momentum,
-                                   weight_decay=optim_cfg.weight_decay, foreach=True)
-    kind = {"fused": True} if implementation == "fused" else {"foreach": True}
-    return torch.optim.SGD(params, lr=optim_cfg.lr, momentum=optim_cfg.momentum,
-                           weight_decay=optim_cfg.weight_decay, nesterov=optim_cfg.nesterov, **kind)
+    return OPTIMIZERS.get(optim_cfg.name)(params, optim_cfg, implementation)
 
 
 def build_model(cfg: Config, num_classes: int, in_channels: int):

@@ -71,21 +71,27 @@ SPACES = Registry("search space")
 PATH_SAMPLERS = Registry("path sampler")
 DATA_SAMPLERS = Registry("data sampler")
 METHODS = Registry("method")
+DATASETS = Registry("dataset")
+DATA_BACKENDS = Registry("data backend")
+OPTIMIZERS = Registry("optimiser")
 
 # The registries fill when the modules defining their entries are imported.
 _PROVIDERS = {"spaces": ("pada_fast.spaces", SPACES), "methods": ("pada_fast.sampling", METHODS),
               "path_samplers": ("pada_fast.sampling", PATH_SAMPLERS),
-              "data_samplers": ("pada_fast.sampling", DATA_SAMPLERS)}
+              "data_samplers": ("pada_fast.sampling", DATA_SAMPLERS),
+              "datasets": ("pada_fast.data.datasets", DATASETS),
+              "data_backends": ("pada_fast.data.pipeline", DATA_BACKENDS),
+              "optimizers": ("pada_fast.experiment", OPTIMIZERS)}
 
 
 def registered(table: str) -> tuple[str, ...]:
-    """Names in registry ``table`` (``spaces``, ``methods``, ``path_samplers``, ``data_samplers``),
-    importing the built-in components first."""
+    """Names in registry ``table`` (``spaces``, ``methods``, ``path_samplers``, ``data_samplers``,
+    ``datasets``, ``data_backends``, ``optimizers``), importing the built-in components first."""
     import importlib
     module, registry = _PROVIDERS[table]
     importlib.import_module(module)
     return registry.names()
 
 
-__all__ = ["DATA_SAMPLERS", "METHODS", "MethodEntry", "PATH_SAMPLERS", "Registry", "SPACES", "SpaceEntry",
+__all__ = ["DATASETS", "DATA_BACKENDS", "DATA_SAMPLERS", "METHODS", "OPTIMIZERS", "MethodEntry", "PATH_SAMPLERS", "Registry", "SPACES", "SpaceEntry",
            "registered"]

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from pada_fast.config import Config
-from pada_fast.search.export import arch_spec, network_from_spec
+from pada_fast.architecture import network_from_spec
+from pada_fast.search.export import arch_spec
 from pada_fast.search.flops import build_cost_table, network_cost
 from pada_fast.spaces import DartsNetwork, DartsSuperNet
 from pada_fast.spaces.darts import reduction_cells

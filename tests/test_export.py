@@ -12,7 +12,8 @@ from pada_fast.config import load_config
 from pada_fast.deploy import export_network, load_state_dict_export, network_for_export
 from pada_fast.deploy.formats import ExportMismatch
 from pada_fast.experiment import load_run
-from pada_fast.search.export import arch_spec, save_arch
+from pada_fast.architecture import save_arch
+from pada_fast.search.export import arch_spec
 from pada_fast.spaces import NB201SuperNet
 from pada_fast.train.retrain import RetrainTrainer
 from pada_fast.train.trainer import Trainer
@@ -102,7 +103,7 @@ def test_retrained_weights_export_with_the_run_checkpoint(tmp_path):
                "--format", "onnx", "--out", str(tmp_path / "net.onnx")])
     assert rc == 0
     state = checkpoint.load(out / "checkpoint.pt")
-    from pada_fast.search.export import network_from_spec
+    from pada_fast.architecture import network_from_spec
     net = network_from_spec(state["retrain"]["spec"]).eval()
     net.load_state_dict({k[len("network."):]: v for k, v in state["model"].items()})
     x = torch.randn(7, 1, 8, 8)
@@ -111,7 +112,7 @@ def test_retrained_weights_export_with_the_run_checkpoint(tmp_path):
 
 def test_a_file_that_does_not_reproduce_the_reference_fails(tmp_path, supernets):
     arch_path, run, arch = _arch_file(tmp_path, supernets["nb201"])
-    from pada_fast.search.export import load_arch
+    from pada_fast.architecture import load_arch
     source = network_for_export(load_arch(arch_path), checkpoint=str(supernets["nb201"]))
     reference = source.reference
     source.reference = lambda x: reference(x) + 1.0

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from pada_fast.config import Config
-from pada_fast.search.export import arch_spec, load_arch, network_from_spec, save_arch
+from pada_fast.architecture import load_arch, network_from_spec, save_arch
+from pada_fast.search.export import arch_spec
 from pada_fast.search.flops import build_cost_table, count_params, network_cost
 from pada_fast.spaces import ProxylessNetwork, ProxylessSuperNet, build_supernet
 from pada_fast.spaces.proxyless import (DEFAULT_MBCONVS, NUM_LAYERS, SKIP, layer_plan,

@@ -52,7 +52,8 @@ def test_every_kind_of_architecture_source_names_its_space(tmp_path):
     assert parse_arch_source(darts_genotype(), space)["space"] == "darts"
     spec = parse_arch_source(PROXYLESS_ARCH, space)
     assert spec["space"] == "proxyless" and spec["network"]["kwargs"]["ops"] == PROXYLESS_ARCH.split("|")
-    from pada_fast.search.export import arch_spec, save_arch
+    from pada_fast.architecture import save_arch
+    from pada_fast.search.export import arch_spec
     net = NB201SuperNet(C=4, N=1)
     save_arch(arch_spec(net, net.str_to_arch(NB201_ARCH)), tmp_path / "best.json")
     loaded = parse_arch_source(str(tmp_path / "best.json"), space)
@@ -137,7 +138,7 @@ def test_nb201_retrain_reports_the_test_accuracy_of_its_checkpoint(tmp_path):
     assert retrained["retrained"]["test_acc"] == rows[-1]["test_acc"] > 30.0   # chance is 10%
     # the checkpoint's weights give the logged accuracy again
     state = checkpoint.load(out / "checkpoint.pt")
-    from pada_fast.search.export import network_from_spec
+    from pada_fast.architecture import network_from_spec
     net = network_from_spec(state["retrain"]["spec"])
     net.load_state_dict({k[len("network."):]: v for k, v in state["model"].items()})
     acc, _ = heldout_accuracy(net, trainer.test_set, 500, "cpu")
@@ -232,7 +233,8 @@ def test_paper_recipes_hold_the_papers_values():
 def test_retrain_runs_under_torchrun_and_resumes_in_one_process(tmp_path):
     import subprocess
     import sys
-    from pada_fast.search.export import arch_spec, save_arch
+    from pada_fast.architecture import save_arch
+    from pada_fast.search.export import arch_spec
     net = NB201SuperNet(C=4, N=1, in_channels=1)
     save_arch(arch_spec(net, net.str_to_arch(NB201_ARCH)), tmp_path / "arch.json")
     out = tmp_path / "run"

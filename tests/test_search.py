@@ -219,7 +219,7 @@ SPACE_SETTINGS = {
 def test_train_search_export_end_to_end(space, tmp_path):
     from pada_fast.config import Config
     from pada_fast.evaluate.ground_truth import GroundTruth
-    from pada_fast.search.export import load_arch, network_from_spec
+    from pada_fast.architecture import load_arch, network_from_spec
     from pada_fast.search.flops import network_cost
     from pada_fast.search.supernet_search import run_search
     from pada_fast.spaces.nb201_arch import all_archs, arch_to_str

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from torch.utils.data import Dataset
 
 from pada_fast.errors import DataError
 from pada_fast.log import get_logger
+from pada_fast.registry import DATASETS
 
 from . import transforms as T
 from .decode import decode_image_file
@@ -28,7 +30,6 @@ _log = get_logger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 SPLITS = ("train", "test")
-DATASET_NAMES = ("cifar10_folder", "imagenet_folder", "cifar10", "cifar100", "fashion_mnist", "digits")
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                          "Sneaker", "Bag", "Ankle boot")
@@ -353,30 +354,74 @@ def load_torchvision_cifar(root: str | os.PathLike, train: bool = True, download
     return ArrayDataset(data.data, np.asarray(data.targets), transform, classes=data.classes)
 
 
-def _transform_for(name: str, dataset: ImageDataset, augment):
-    if name == "imagenet_folder":     # sizes differ per image: no size needed
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A dataset of :data:`~pada_fast.registry.DATASETS`: ``load(root, split, subset, seed, download,
+    bad_files, subset_mode)`` -> ``(dataset, subset_taken)`` (image folders take the subset before
+    their bad-file check), the normalisation of its training and evaluation transforms, and whether
+    it needs a root (``default_root`` if one is conventional)."""
+    load: Callable
+    mean: tuple
+    std: tuple
+    needs_root: bool = True
+    default_root: str | None = None
+    per_image_sizes: bool = False       # ImageNet: sizes differ, its own transforms
+
+
+def _image_folder(root, split, subset, seed, download, bad_files, subset_mode, splits=None,
+                  wanted="train/ and test/"):
+    folders = [os.path.join(os.fspath(root), d) for d in (splits or (split,))]
+    folder = next((f for f in folders if os.path.isdir(f)), None)
+    if folder is None:
+        raise FileNotFoundError(f"image-folder root {root} must hold {wanted} image-folder trees, but "
+                                f"{' or '.join(folders)} is missing")
+    return ImageFolderDataset(folder, subset=subset, seed=seed, bad_files=bad_files, subset_mode=subset_mode), True
+
+
+def _imagenet_folder(root, split, *args):
+    # ImageNet's usual layout names the held-out split val/; test/ is accepted too.
+    return _image_folder(root, split, *args, splits=("train",) if split == "train" else ("val", "test"),
+                         wanted="train/ and val/")
+
+
+DATASETS.register("cifar10_folder", DatasetEntry(_image_folder, T.CIFAR10_MEAN, T.CIFAR10_STD))
+DATASETS.register("imagenet_folder", DatasetEntry(_imagenet_folder, (), (), per_image_sizes=True))
+DATASETS.register("cifar10", DatasetEntry(
+    lambda root, split, subset, seed, download, *_: (load_torchvision_cifar(root, split == "train", download, "cifar10"), False),
+    T.CIFAR10_MEAN, T.CIFAR10_STD))
+DATASETS.register("cifar100", DatasetEntry(
+    lambda root, split, subset, seed, download, *_: (load_torchvision_cifar(root, split == "train", download, "cifar100"), False),
+    T.CIFAR100_MEAN, T.CIFAR100_STD))
+DATASETS.register("fashion_mnist", DatasetEntry(
+    lambda root, split, *_: (load_fashion_mnist(root, split == "train"), False),
+    T.FASHION_MNIST_MEAN, T.FASHION_MNIST_STD, needs_root=False, default_root=DEFAULT_FASHION_MNIST_ROOT))
+DATASETS.register("digits", DatasetEntry(
+    lambda root, split, subset, seed, *_: (load_digits_dataset(split, seed), False),
+    T.DIGITS_MEAN, T.DIGITS_STD, needs_root=False))
+DATASET_NAMES = DATASETS.names()
+
+
+def _transform_for(entry: DatasetEntry, name: str, dataset: ImageDataset, augment):
+    if entry.per_image_sizes:     # sizes differ per image: no size needed
         steps = T.recipe_steps(augment, name, 0)
         return T.imagenet_train_transform() if steps else T.imagenet_eval_transform()
     steps = T.recipe_steps(augment, name, dataset.image_size)
-    if name == "cifar100":
-        mean, std = T.CIFAR100_MEAN, T.CIFAR100_STD
-    elif name in ("cifar10_folder", "cifar10"):
-        mean, std = T.CIFAR10_MEAN, T.CIFAR10_STD
-    elif name == "fashion_mnist":
-        mean, std = T.FASHION_MNIST_MEAN, T.FASHION_MNIST_STD
-    else:
-        mean, std = T.DIGITS_MEAN, T.DIGITS_STD
     if not steps:
-        return T.eval_transform(mean, std)
-    return T.recipe_transform(steps, mean, std, dataset.image_size)
+        return T.eval_transform(entry.mean, entry.std)
+    return T.recipe_transform(steps, entry.mean, entry.std, dataset.image_size)
+
+
+def recipe_of(data_cfg, dataset: ImageDataset) -> T.Recipe:
+    """``data.augment`` of a ``DataConfig`` for ``dataset``, parsed."""
+    size = 0 if data_cfg.dataset == "imagenet_folder" else dataset.image_size
+    return T.Recipe.parse(data_cfg.augment, data_cfg.dataset, size)
 
 
 def training_recipe(data_cfg, dataset: ImageDataset) -> str:
     """``data.augment`` of a ``DataConfig`` for ``dataset`` as one canonical string
     (``crop:4+flip``, ``flip``, ``none``, ...): what ground-truth tables record and ``rank``
     compares."""
-    size = 0 if data_cfg.dataset == "imagenet_folder" else dataset.image_size
-    return T.describe_recipe(T.recipe_steps(data_cfg.augment, data_cfg.dataset, size))
+    return recipe_of(data_cfg, dataset).text
 
 
 def build_dataset(name: str, root: Optional[str | os.PathLike] = None, split: str = "train",
@@ -396,37 +441,17 @@ def build_dataset(name: str, root: Optional[str | os.PathLike] = None, split: st
     resized once to that square size (:meth:`ArrayDataset.resized`). ``bad_files``: see :class:`ImageFolderDataset`
     (image folders only); what was skipped is printed to stderr and kept in ``dataset.skipped``.
     """
-    if name not in DATASET_NAMES:
-        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS.names())}")
     if split not in SPLITS:
         raise DataError(f"split must be 'train' or 'test', got {split!r}")
-    if root is None and name not in ("digits", "fashion_mnist"):
+    entry = DATASETS.get(name)
+    if root is None and entry.needs_root:
         raise DataError(f"dataset {name!r} needs root= (the directory holding its files)")
-    train = split == "train"
-    if name == "cifar10_folder":
-        folder = os.path.join(os.fspath(root), split)
-        if not os.path.isdir(folder):
-            raise FileNotFoundError(f"'cifar10_folder' root {root} must hold train/ and test/ "
-                                    f"image-folder trees, but {folder} is missing")
-        dataset = ImageFolderDataset(folder, subset=subset, seed=seed, bad_files=bad_files,
-                                     subset_mode=subset_mode)
+    dataset, subset_taken = entry.load(root or entry.default_root, split, subset, seed, download, bad_files,
+                                       subset_mode)
+    if subset_taken:
         subset = None       # taken before the bad-file check, so only the chosen images are decoded
-    elif name == "imagenet_folder":
-        # ImageNet's usual layout names the held-out split val/; test/ is accepted too.
-        folders = [os.path.join(os.fspath(root), d) for d in (("train",) if train else ("val", "test"))]
-        folder = next((f for f in folders if os.path.isdir(f)), None)
-        if folder is None:
-            raise FileNotFoundError(f"'imagenet_folder' root {root} must hold train/ and val/ image-folder "
-                                    f"trees; missing {' or '.join(folders)}")
-        dataset = ImageFolderDataset(folder, subset=subset, seed=seed, bad_files=bad_files,
-                                     subset_mode=subset_mode)
-        subset = None
-    elif name in ("cifar10", "cifar100"):
-        dataset = load_torchvision_cifar(root, train, download, name)
-    elif name == "fashion_mnist":
-        dataset = load_fashion_mnist(root or DEFAULT_FASHION_MNIST_ROOT, train)
-    else:
-        dataset = load_digits_dataset(split, seed)
     if image_size is not None:
         if not isinstance(dataset, ArrayDataset):
             raise DataError(f"data.image_size={image_size} resizes in-memory datasets (fashion_mnist, cifar10, "
@@ -439,7 +464,7 @@ def build_dataset(name: str, root: Optional[str | os.PathLike] = None, split: st
         listing = "\n  ".join(skipped[:10]) + (f"\n  ... and {len(skipped) - 10} more" if len(skipped) > 10 else "")
         _log.warning(f"pada-fast: skipped {len(skipped)} bad file(s) of {name} {split} (data.bad_files=skip), "
                      f"{len(dataset)} images left:\n  {listing}")
-    dataset.transform = _transform_for(name, dataset, augment)
+    dataset.transform = _transform_for(entry, name, dataset, augment)
     return dataset
 
 

@@ -11,6 +11,7 @@ is black), then scale to [0, 1] and normalise.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -262,6 +263,19 @@ def recipe_steps(augment, dataset: str, size: int) -> list[str]:
 def describe_recipe(steps: Sequence[str]) -> str:
     """The recipe as one string: steps joined by '+', or 'none'."""
     return "+".join(steps) if steps else "none"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A training recipe parsed once: its canonical steps (:func:`recipe_steps`) and their
+    description (``crop:4+flip``, ``flip``, ``none``, ...), what checkpoints and tables record."""
+    steps: tuple[str, ...]
+    text: str
+
+    @classmethod
+    def parse(cls, augment, dataset: str, size: int) -> "Recipe":
+        steps = tuple(recipe_steps(augment, dataset, size))
+        return cls(steps, describe_recipe(steps))
 
 
 def recipe_transform(steps: Sequence[str], mean, std, size: int) -> Compose:

@@ -5,11 +5,12 @@ import argparse
 import json
 from pathlib import Path
 
+from pada_fast.architecture import load_arch
+
 EXTENSIONS = {"onnx": ".onnx", "torchscript": ".ts", "state_dict": ".pt"}
 
 
 def cmd_export(args) -> int:
-    from pada_fast.search.export import load_arch
 
     from .formats import export_network
     from .weights import network_for_export

@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from pada_fast.architecture import network_from_spec, space_kwargs_differences
 from pada_fast.log import get_logger
 
 _log = get_logger(__name__)
@@ -61,7 +62,6 @@ def _arch_of(spec: dict, supernet) -> tuple[int, ...]:
 
 def _from_supernet(spec: dict, checkpoint_path, recalibrate_batches: int, seed: int) -> ExportSource:
     from pada_fast.experiment import load_run
-    from pada_fast.search.export import space_kwargs_differences
     from pada_fast.search.supernet_search import has_running_bn, shuffled_batches
     from pada_fast.spaces.batchnorm import recalibrate_bn
     run = load_run(checkpoint_path, "cpu")
@@ -95,7 +95,6 @@ def _from_supernet(spec: dict, checkpoint_path, recalibrate_batches: int, seed: 
 
 def _from_retrained(spec: dict, weights_path) -> ExportSource:
     from pada_fast import checkpoint
-    from pada_fast.search.export import network_from_spec
     state = checkpoint.load(weights_path)
     retrained = state.get("retrain")
     if not retrained:
@@ -124,7 +123,6 @@ def network_for_export(spec: dict, checkpoint: str | None = None, weights: str |
         return _from_supernet(spec, checkpoint, recalibrate_batches, seed)
     if weights:
         return _from_retrained(spec, weights)
-    from pada_fast.search.export import network_from_spec
     _log.info("warning: no --checkpoint or --weights: exporting the network with fresh (untrained) weights")
     network = network_from_spec(spec).eval()
     kwargs = spec["network"]["kwargs"]

@@ -8,7 +8,9 @@ searchable space, any callable a fitness)."""
 from .budget import Budget, InfeasibleBudgetError
 from .search_run import SearchResult
 from .evolution import evolution_search
-from .export import arch_spec, load_arch, network_from_spec, save_arch
+from pada_fast.architecture import load_arch, network_from_spec, save_arch
+
+from .export import arch_spec
 from .fitness import GroundTruthLookup, InheritedFitness
 from .flops import CostTable, build_cost_table, count_macs, network_cost
 from .random_search import random_search

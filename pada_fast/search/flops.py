@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from pada_fast.architecture import space_kwargs
 from pada_fast.files import write_json_atomic
 
 _TABLE_CACHE: dict[str, "CostTable"] = {}
@@ -138,13 +139,11 @@ def default_resolution(net) -> int:
 
 def input_channels(net) -> int:
     """Image channels supernet ``net`` takes."""
-    from pada_fast.search.export import space_kwargs
     return int(space_kwargs(net).get("in_channels", getattr(net, "in_channels", 3)))
 
 
 def space_key(net) -> str:
     """Identifies a supernet configuration for the table cache."""
-    from pada_fast.search.export import space_kwargs
     kwargs = space_kwargs(net)
     kwargs.pop("num_classes", None)   # the table still depends on it (classifier): keep below
     return json.dumps({"space": net.space_name, "kwargs": kwargs,

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pada_fast.architecture import plain_space_kwargs, space_kwargs_differences
 from pada_fast.files import write_json_atomic
 
 from .flops import candidate_input_shapes, default_resolution, input_channels, summed_layers
@@ -133,7 +134,6 @@ class LatencyTable:
 
     def check_matches(self, net, resolution: int | None = None) -> None:
         """Refuse a table measured for another space configuration or resolution than ``net``'s."""
-        from pada_fast.search.export import space_kwargs_differences
         problems = []
         if self.space != net.space_name:
             problems.append(f"space {self.space!r}, the supernet's is {net.space_name!r}")
@@ -200,7 +200,6 @@ def build_latency_table(net, resolution: int | None = None, batch_size: int = 1,
     if batch_size < 1 or calibration_archs < 1:
         raise ValueError(f"batch_size and calibration_archs must be >= 1, got {batch_size} and "
                          f"{calibration_archs}")
-    from .export import plain_space_kwargs
     resolution = int(resolution or default_resolution(net))
     in_channels = input_channels(net)
     param = next(net.parameters())

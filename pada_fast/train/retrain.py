@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pada_fast.architecture import FORMAT as ARCH_FORMAT, load_arch
 from pada_fast.config import Config, ConfigError
 from pada_fast.experiment import resolve_granularity
 from pada_fast.files import write_json_atomic
@@ -38,7 +39,6 @@ from .hooks import HookBase
 from .trainer import Trainer
 
 _log = get_logger(__name__)
-ARCH_FORMAT = "pada_fast.arch/1"
 
 
 # -- the architecture ---------------------------------------------------------------------------------
@@ -52,7 +52,6 @@ def _is_file(text: str) -> bool:
 def parse_arch_source(text: str, space_cfg) -> dict:
     """``retrain.arch`` as ``{"space", "arch", "network": {"kwargs"}}`` (an architecture file's
     fields). A string names the network's sizes through the config's ``space`` section."""
-    from pada_fast.search.export import load_arch
     text = str(text).strip()
     s = space_cfg
     if text.startswith("Genotype("):

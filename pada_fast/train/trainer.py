@@ -24,8 +24,7 @@ import torch
 
 from pada_fast import checkpoint, ops
 from pada_fast.config import Config, ConfigError, check_paths
-from pada_fast.data.datasets import build_split, training_recipe
-from pada_fast.data.loader import build_loader, shard_positions
+from pada_fast.data.pipeline import TrainingData
 from pada_fast.errors import DataError
 from pada_fast.files import write_text_atomic
 from pada_fast.experiment import build_model, build_optimizer, build_samplers, cosine_lr, epoch_generator
@@ -41,17 +40,6 @@ from .signals import GracefulStop
 from .hooks import EpochState, HookBase, default_hooks
 from .logs import EpochLog
 from .sync_batchnorm import convert_sync_batch_stats
-
-
-def dali_augment(data_cfg, train_set) -> str:
-    """The DALI pipeline's mode for ``data.augment``: it runs CIFAR's crop:4+flip, ImageNet's
-    recipe and none; any other recipe is an error naming the torch backend, which runs them all."""
-    recipe = training_recipe(data_cfg, train_set)
-    modes = {"crop:4+flip": "cifar", "imagenet": "imagenet", "none": "none"}
-    if recipe not in modes:
-        raise ConfigError(f"data.backend=dali runs the recipes {', '.join(modes)}, not data.augment="
-                          f"{data_cfg.augment!r} ({recipe}); use data.backend=torch for it")
-    return modes[recipe]
 
 
 # Config keys a resumed run may change (besides checkpoint.IGNORED_KEYS): BN synchronisation
@@ -137,8 +125,9 @@ class Trainer:
         self.device = self.dist.device
         seed_everything(cfg.run.seed)
         d = cfg.data
-        self.train_set = build_split(d, "train", augment=d.augment, subset=d.train_subset)
-        self.recipe = training_recipe(d, self.train_set)
+        self.data = TrainingData(d, self.device, self.dist.rank, self.dist.world_size, cfg.run.seed)
+        self.train_set = self.data.train_set
+        self.recipe = self.data.recipe.text
         if self.train_set.skipped and self.dist.is_main:
             # file names that are not valid UTF-8 are written with their undecodable bytes escaped
             write_text_atomic(self.out_dir / "skipped_files.txt",
@@ -161,9 +150,8 @@ class Trainer:
                               "each sample's importance) cannot run under torchrun; set method.da_aggregation=mean")
         self.path_sampler, self.data_sampler = build_samplers(cfg, self.model.candidate_mask(),
                                                               len(self.train_set), self.device)
-        n = len(self.train_set)
-        self.drop_last = n >= d.batch_size   # equal batches keep batch-statistics BN comparable
-        self.steps_per_epoch = n // d.batch_size if self.drop_last else 1
+        self.drop_last = self.data.shard.drop_last
+        self.steps_per_epoch = self.data.shard.steps_per_epoch
         self.total_steps = self.steps_per_epoch * cfg.optim.epochs
         self.optimizer = build_optimizer(self.model.parameters(), cfg.optim, cfg.run.optimizer_impl)
         # fp16: the gradient scaler; its overflow flag feeds the non-finite guard (docs/method.md, "GPU throughput")
@@ -179,8 +167,6 @@ class Trainer:
         self._stop = None            # GracefulStop while fit() runs
         self._stop_request = None    # a hook's reason to end training after this epoch
         self.exit_code = 0
-        self._dali = None
-        self._device_data = None
         self.hooks: list[HookBase] = []
         for hook in default_hooks(fault_from_env()):
             self.register_hook(hook)
@@ -349,54 +335,6 @@ class Trainer:
         if o.lr_schedule == "per_epoch":
             return cosine_lr(global_step // self.steps_per_epoch, o.epochs, o.lr, o.lr_min)
         return cosine_lr(global_step, self.total_steps, o.lr, o.lr_min)
-
-    def _shard(self, stream: torch.Tensor, start_step: int = 0):
-        """This rank's part of the global stream and the global positions it holds: strided
-        shards (``shard_positions``), so step t of all ranks together is global batch t, cut to
-        the steps a single process would run (padding is only ever served when the whole stream
-        is shorter than one global batch)."""
-        if not self.dist.enabled:
-            if not start_step:
-                return stream, None
-            positions = torch.arange(len(stream))
-        else:
-            positions = shard_positions(len(stream), self.dist.rank, self.dist.world_size)
-            if self.drop_last:
-                positions = positions[: self.steps_per_epoch * self.local_batch]
-        # Resuming at step s skips the first s batches; the positions (which seed augmentation)
-        # keep their values, so the remaining batches are exactly those of the uninterrupted run.
-        positions = positions[start_step * self.local_batch:]
-        return stream[positions % len(stream)], positions
-
-    def _loader(self, stream: torch.Tensor, epoch: int, start_step: int = 0):
-        """The epoch's batches ``(images, labels, dataset indices)`` in stream order, from the torch
-        DataLoader or the DALI pipeline (built once, handed a new stream each epoch)."""
-        d = self.cfg.data
-        stream, positions = self._shard(stream, start_step)
-        if d.backend == "device":
-            if self._device_data is None:
-                from pada_fast.data.device_data import DeviceResidentDataset
-                self._device_data = DeviceResidentDataset(self.train_set, self.device, num_workers=d.num_workers)
-                self.log_info(f"data.backend=device: {len(self._device_data)} training images on {self.device} "
-                              f"({self._device_data.nbytes / 2**20:.1f} MiB)")
-            return self._device_data.batches(stream, self.local_batch, drop_last=self.drop_last,
-                                             seed=self.cfg.run.seed, epoch=epoch, positions=positions)
-        if d.backend == "torch":
-            return build_loader(self.train_set, stream, self.local_batch, num_workers=d.num_workers,
-                                drop_last=self.drop_last, seed=self.cfg.run.seed, epoch=epoch,
-                                pin_memory=self.device.type == "cuda", positions=positions)
-        if self._dali is None:
-            from pada_fast.data.dali_loader import build_dali_loader
-            augment = dali_augment(d, self.train_set)
-            gpu = self.device.type == "cuda"
-            self._dali = build_dali_loader(
-                self.train_set, stream, self.local_batch, num_workers=max(d.num_workers, 1),
-                drop_last=self.drop_last, seed=self.cfg.run.seed, epoch=epoch, positions=positions,
-                device="gpu" if gpu else "cpu", augment=augment,
-                **({"device_id": self.device.index or 0} if gpu else {}))
-        else:
-            self._dali.set_epoch(stream, epoch, positions=positions)
-        return self._dali
 
     def _check_ranks_agree(self, epoch: int, stream: torch.Tensor, paths: torch.Tensor) -> None:
         """Once per epoch, one small all-reduce: every rank must draw the same paths and stream
@@ -597,7 +535,7 @@ class Trainer:
         self.model.train()
         state = EpochState(epoch=epoch, steps=self.steps_per_epoch, start_step=start_step, paths=paths,
                            archs=[tuple(row) for row in paths.tolist()],
-                           loader=self._loader(stream, epoch, start_step),
+                           loader=self.data.epoch_batches(stream, epoch, start_step),
                            loss_sum=torch.zeros((), device=self.device),
                            correct=torch.zeros((), device=self.device, dtype=torch.long))
         state.path_weights = (self.path_sampler.importance_weights(paths).to(torch.float32)
