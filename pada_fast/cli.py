@@ -111,9 +111,10 @@ def cmd_verify_data(args) -> int:
     """Decode every image of the config's image-folder dataset in parallel; list the unreadable."""
     from pada_fast.data.datasets import build_split
     from pada_fast.log import printable
+    from pada_fast.registry import DATASETS
     cfg = _config(args)
     d = cfg.data
-    if d.dataset not in ("cifar10_folder", "imagenet_folder"):
+    if not DATASETS.get(d.dataset).image_folder:
         print(f"{d.dataset} is read whole and checked when it loads: nothing to verify file by file")
         return 0
     workers = args.workers or os.cpu_count() or 1

@@ -51,12 +51,39 @@ class SpaceEntry:
     ``from_config(space_cfg, num_classes, in_channels)`` -> the supernet's constructor arguments
     from the ``space`` config section, ``network(**kwargs)`` -> the stand-alone network of one
     architecture from the arguments its supernet's ``network_kwargs(arch)`` returns, and what the
-    config's ``auto`` values mean for it (``space.bn_mode``, ``method.pa_granularity``)."""
+    config's ``auto`` values mean for it (``space.bn_mode``, ``method.pa_granularity``).
+
+    What else a space knows, for the commands that would otherwise branch on its name (None or
+    empty: the space does not offer it):
+
+    - ``parse_string(text, space_cfg)`` -> ``{"arch", "network": {"kwargs"}, ...}`` for an
+      architecture string of this space (``retrain ARCH``), None for a string of another form;
+      raises ``ValueError`` for a string of this form that does not parse;
+    - ``retrain_sizes``: the ``retrain`` keys that size its network (``C``, ``N``, ``num_cells``);
+      ``retrain_options``: the other ``retrain`` keys it accepts, and ``retrain_kwargs(retrain_cfg)``
+      the network arguments they become;
+    - ``extract_builder(supernet, arch)`` -> how to rebuild ``supernet.extract(arch)`` (an export's
+      ``builder``: ``{"space", "kwargs"}`` or ``{"space", "network", "kwargs"}`` naming one of
+      ``networks``, the space's other stand-alone network classes);
+    - ``default_classes``: classifier outputs when no dataset says (a latency table of the space);
+    - ``benchmark_table``: ``rank.ground_truth`` is this space's benchmark, so search adds each
+      candidate's true accuracy by default;
+    - ``after_search(model, cfg, state)`` -> extra fields of a search's summary."""
     supernet: type
     from_config: Callable[..., dict]
     network: Callable[..., Any]
     default_bn_mode: str = "batch"
     default_granularity: str = "per_edge"
+    parse_string: Callable[..., dict | None] | None = None
+    retrain_sizes: tuple[str, ...] = ()
+    retrain_options: tuple[str, ...] = ()
+    retrain_kwargs: Callable[..., dict] | None = None
+    extract_builder: Callable[..., dict] | None = None
+    networks: dict | None = None
+    default_classes: int = 10
+    benchmark_table: bool = False
+    after_search: Callable[..., dict] | None = None
+    title: str = ""                     # how messages name it ("NAS-Bench-201"); default the name
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from pada_fast.config import ConfigError, load_config
 from pada_fast.data import transforms as T
 from pada_fast.data.datasets import build_dataset
 from pada_fast.data.subset import random_subset_indices, subset_indices
+from pada_fast.registry import DATASETS
 from pada_fast.evaluate.ground_truth import read_table
 
 
@@ -28,13 +29,13 @@ from pada_fast.evaluate.ground_truth import read_table
     (["flip", "crop:5"], "cifar10", 32, ["flip", "crop:5"]),
 ])
 def test_recipes_resolve_per_dataset(augment, dataset, size, steps):
-    assert T.recipe_steps(augment, dataset, size) == steps
+    assert T.recipe_steps(augment, DATASETS.get(dataset).recipe, size) == steps
 
 
 @pytest.mark.parametrize("bad", ["rotate", "crop:0", "crop:x", 3.5])
 def test_a_bad_recipe_says_what_is_allowed(bad):
     with pytest.raises(ValueError, match="data.augment"):
-        T.recipe_steps(bad, "digits", 8)
+        T.recipe_steps(bad, "grey", 8)
 
 
 def test_flip_recipe_flips_and_never_crops():
@@ -102,7 +103,7 @@ def test_shipped_fashion_mnist_table_matches_its_config():
     table = load_ground_truth(repo / cfg.rank.ground_truth)
     assert len(table) == 100 and len(set(table.indices.tolist())) == 100
     meta = table.meta
-    assert meta["augment"] == T.describe_recipe(T.recipe_steps(cfg.data.augment, "fashion_mnist", 28))
+    assert meta["augment"] == T.describe_recipe(T.recipe_steps(cfg.data.augment, "grey", 28))
     assert (meta["C"], meta["N"], meta["train_images"], meta["epochs"]) == (cfg.space.C, cfg.space.N,
                                                                               cfg.data.train_subset, cfg.optim.epochs)
     assert meta["noise"]["archs"] == 20 and -1 <= meta["noise"]["kendall_tau"] <= 1

@@ -89,12 +89,12 @@ def test_cutout_zeroes_one_clipped_square_after_normalisation():
     assert zero[:, top:bottom, left:right].all() and zero.sum() == 3 * (bottom - top) * (right - left)
     assert 0 < (bottom - top) <= 16 and 0 < (right - left) <= 16
     assert image.eq(1).all()          # the input is not modified
-    steps = T.recipe_steps("crop:4,flip,cutout:16", "cifar10_folder", 32)
+    steps = T.recipe_steps("crop:4,flip,cutout:16", "colour", 32)
     assert steps == ["crop:4", "flip", "cutout:16"]
     transform = T.recipe_transform(steps, T.CIFAR10_MEAN, T.CIFAR10_STD, 32)
     assert isinstance(transform.steps[-1], T.Cutout) and isinstance(transform.steps[-2], T.Normalize)
     with pytest.raises(ValueError, match="cutout:L"):
-        T.recipe_steps("cutout:0", "cifar10_folder", 32)
+        T.recipe_steps("cutout:0", "colour", 32)
 
 
 def test_darts_auxiliary_head_sits_after_the_second_reduction_and_only_runs_in_training():
@@ -143,7 +143,8 @@ def test_nb201_retrain_reports_the_test_accuracy_of_its_checkpoint(tmp_path):
     net.load_state_dict({k[len("network."):]: v for k, v in state["model"].items()})
     acc, _ = heldout_accuracy(net, trainer.test_set, 500, "cpu")
     assert acc == pytest.approx(rows[-1]["test_acc"])
-    assert state["config"]["method"]["name"] == "spos" and state["config"]["space"]["name"] == "nb201"
+    assert state["config"]["space"]["name"] == "nb201" and rows[-1]["method"] == "retrain"
+    assert state["path_sampler"]["kind"] == "uniform"
 
 
 class StopAfter(HookBase):

@@ -365,7 +365,8 @@ class DatasetEntry:
     std: tuple
     needs_root: bool = True
     default_root: str | None = None
-    per_image_sizes: bool = False       # ImageNet: sizes differ, its own transforms
+    recipe: str = "colour"              # the family of its default recipe (transforms.RECIPE_FAMILIES)
+    image_folder: bool = False          # files read on access (pada-fast verify-data checks them)
 
 
 def _image_folder(root, split, subset, seed, download, bad_files, subset_mode, splits=None,
@@ -384,8 +385,8 @@ def _imagenet_folder(root, split, *args):
                          wanted="train/ and val/")
 
 
-DATASETS.register("cifar10_folder", DatasetEntry(_image_folder, T.CIFAR10_MEAN, T.CIFAR10_STD))
-DATASETS.register("imagenet_folder", DatasetEntry(_imagenet_folder, (), (), per_image_sizes=True))
+DATASETS.register("cifar10_folder", DatasetEntry(_image_folder, T.CIFAR10_MEAN, T.CIFAR10_STD, image_folder=True))
+DATASETS.register("imagenet_folder", DatasetEntry(_imagenet_folder, (), (), recipe="imagenet", image_folder=True))
 DATASETS.register("cifar10", DatasetEntry(
     lambda root, split, subset, seed, download, *_: (load_torchvision_cifar(root, split == "train", download, "cifar10"), False),
     T.CIFAR10_MEAN, T.CIFAR10_STD))
@@ -394,18 +395,19 @@ DATASETS.register("cifar100", DatasetEntry(
     T.CIFAR100_MEAN, T.CIFAR100_STD))
 DATASETS.register("fashion_mnist", DatasetEntry(
     lambda root, split, *_: (load_fashion_mnist(root, split == "train"), False),
-    T.FASHION_MNIST_MEAN, T.FASHION_MNIST_STD, needs_root=False, default_root=DEFAULT_FASHION_MNIST_ROOT))
+    T.FASHION_MNIST_MEAN, T.FASHION_MNIST_STD, needs_root=False, default_root=DEFAULT_FASHION_MNIST_ROOT,
+    recipe="grey"))
 DATASETS.register("digits", DatasetEntry(
     lambda root, split, subset, seed, *_: (load_digits_dataset(split, seed), False),
-    T.DIGITS_MEAN, T.DIGITS_STD, needs_root=False))
+    T.DIGITS_MEAN, T.DIGITS_STD, needs_root=False, recipe="grey"))
 DATASET_NAMES = DATASETS.names()
 
 
-def _transform_for(entry: DatasetEntry, name: str, dataset: ImageDataset, augment):
-    if entry.per_image_sizes:     # sizes differ per image: no size needed
-        steps = T.recipe_steps(augment, name, 0)
+def _transform_for(entry: DatasetEntry, dataset: ImageDataset, augment):
+    if entry.recipe == "imagenet":     # sizes differ per image: no size needed
+        steps = T.recipe_steps(augment, entry.recipe, 0)
         return T.imagenet_train_transform() if steps else T.imagenet_eval_transform()
-    steps = T.recipe_steps(augment, name, dataset.image_size)
+    steps = T.recipe_steps(augment, entry.recipe, dataset.image_size)
     if not steps:
         return T.eval_transform(entry.mean, entry.std)
     return T.recipe_transform(steps, entry.mean, entry.std, dataset.image_size)
@@ -413,8 +415,8 @@ def _transform_for(entry: DatasetEntry, name: str, dataset: ImageDataset, augmen
 
 def recipe_of(data_cfg, dataset: ImageDataset) -> T.Recipe:
     """``data.augment`` of a ``DataConfig`` for ``dataset``, parsed."""
-    size = 0 if data_cfg.dataset == "imagenet_folder" else dataset.image_size
-    return T.Recipe.parse(data_cfg.augment, data_cfg.dataset, size)
+    family = DATASETS.get(data_cfg.dataset).recipe
+    return T.Recipe.parse(data_cfg.augment, family, 0 if family == "imagenet" else dataset.image_size)
 
 
 def training_recipe(data_cfg, dataset: ImageDataset) -> str:
@@ -464,7 +466,7 @@ def build_dataset(name: str, root: Optional[str | os.PathLike] = None, split: st
         listing = "\n  ".join(skipped[:10]) + (f"\n  ... and {len(skipped) - 10} more" if len(skipped) > 10 else "")
         _log.warning(f"pada-fast: skipped {len(skipped)} bad file(s) of {name} {split} (data.bad_files=skip), "
                      f"{len(dataset)} images left:\n  {listing}")
-    dataset.transform = _transform_for(entry, name, dataset, augment)
+    dataset.transform = _transform_for(entry, dataset, augment)
     return dataset
 
 

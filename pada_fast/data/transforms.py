@@ -210,32 +210,38 @@ def grey_train_transform(mean, std, size: int, padding: Optional[int] = None) ->
 # image size), "flip" (horizontal, p=0.5) and "cutout:L" (an L x L square zeroed after
 # normalisation), written comma-separated or as a YAML list.
 AUGMENT_NAMES = ("default", "none", "flip", "crop", "crop_flip")
-GREY_DATASETS = ("digits", "fashion_mnist")
+# what a dataset's default recipe is (its registry entry says which family it belongs to): colour
+# images like CIFAR's crop:4+flip, grey images (digits, Fashion-MNIST) a crop of size // 8 without
+# flips, ImageNet its random-resized crop + flip
+RECIPE_FAMILIES = ("colour", "grey", "imagenet")
 
 
-def default_padding(dataset: str, size: int) -> int:
-    """The crop padding of ``dataset``'s default recipe: 4 for CIFAR, size // 8 for grey images."""
-    return max(1, size // 8) if dataset in GREY_DATASETS else 4
+def default_padding(family: str, size: int) -> int:
+    """The crop padding of a default recipe: 4 for colour images, size // 8 for grey ones."""
+    return max(1, size // 8) if family == "grey" else 4
 
 
-def recipe_steps(augment, dataset: str, size: int) -> list[str]:
-    """``data.augment`` as its canonical list of steps for ``dataset`` at image ``size``, e.g.
-    ``["crop:4", "flip"]`` (CIFAR's default), ``["crop:3"]`` (28x28 grey default), ``[]`` (none),
-    ``["imagenet"]`` (ImageNet's random-resized crop + flip). Booleans mean default / none."""
+def recipe_steps(augment, family: str, size: int) -> list[str]:
+    """``data.augment`` as its canonical list of steps for a dataset of recipe ``family`` (see
+    :data:`RECIPE_FAMILIES`) at image ``size``, e.g. ``["crop:4", "flip"]`` (CIFAR's default),
+    ``["crop:3"]`` (28x28 grey default), ``[]`` (none), ``["imagenet"]`` (ImageNet's
+    random-resized crop + flip). Booleans mean default / none."""
+    if family not in RECIPE_FAMILIES:
+        raise ValueError(f"recipe family must be one of {', '.join(RECIPE_FAMILIES)}, got {family!r}")
     if augment is True:
         augment = "default"
     if augment is False or augment is None:
         augment = "none"
-    if dataset == "imagenet_folder":
+    if family == "imagenet":
         if augment in ("default", "imagenet", ["imagenet"]):
             return ["imagenet"]
         if augment in ("none", []):
             return []
         raise ValueError(f"data.augment={augment!r}: imagenet_folder takes 'default' (random-resized "
                          "crop + flip) or 'none'")
-    pad = default_padding(dataset, size)
+    pad = default_padding(family, size)
     named = {"none": [], "flip": ["flip"], "crop": [f"crop:{pad}"], "crop_flip": [f"crop:{pad}", "flip"],
-             "default": [f"crop:{pad}"] if dataset in GREY_DATASETS else [f"crop:{pad}", "flip"]}
+             "default": [f"crop:{pad}"] if family == "grey" else [f"crop:{pad}", "flip"]}
     if isinstance(augment, str) and augment.strip() in named:
         return named[augment.strip()]
     parts = augment.split(",") if isinstance(augment, str) else augment
@@ -273,8 +279,8 @@ class Recipe:
     text: str
 
     @classmethod
-    def parse(cls, augment, dataset: str, size: int) -> "Recipe":
-        steps = tuple(recipe_steps(augment, dataset, size))
+    def parse(cls, augment, family: str, size: int) -> "Recipe":
+        steps = tuple(recipe_steps(augment, family, size))
         return cls(steps, describe_recipe(steps))
 
 

@@ -15,7 +15,6 @@ input shape, and the largest absolute differences found.
 """
 from __future__ import annotations
 
-import importlib
 import warnings
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from pada_fast.files import write_json_atomic
+from pada_fast.spaces import build_network
 
 FORMATS = ("onnx", "torchscript", "state_dict")
 WEIGHTS_FORMAT = "pada_fast.weights/1"
@@ -71,14 +71,9 @@ def load_state_dict_export(path: str | Path) -> nn.Module:
 
 def build_from(builder: dict) -> nn.Module:
     """A network from an export's ``builder``: ``{"space", "kwargs"}`` (the space's registered
-    stand-alone builder) or ``{"module", "kwargs"}`` (a pada_fast network class by its path)."""
-    if "module" in builder:
-        module, _, name = builder["module"].rpartition(".")
-        if not module.startswith("pada_fast."):
-            raise ValueError(f"refusing to build {builder['module']!r}: not a pada_fast network class")
-        return getattr(importlib.import_module(module), name)(**builder["kwargs"])
-    from pada_fast.spaces import build_network
-    return build_network(builder["space"], **builder["kwargs"])
+    stand-alone network) or ``{"space", "network", "kwargs"}`` (one of the space's other registered
+    network classes, e.g. DARTS' single-path network)."""
+    return build_network(builder["space"], builder.get("network"), **builder["kwargs"])
 
 
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -17,6 +17,7 @@ from torch import nn
 
 from pada_fast.architecture import network_from_spec, space_kwargs_differences
 from pada_fast.log import get_logger
+from pada_fast.registry import SPACES
 
 _log = get_logger(__name__)
 
@@ -38,20 +39,13 @@ def _registry_builder(spec: dict) -> dict:
     return {"space": spec["space"], "kwargs": dict(spec["network"]["kwargs"])}
 
 
-def _extracted_builder(supernet, spec: dict, arch, network: nn.Module) -> dict:
-    """How to construct ``supernet.extract(arch)`` again: the space's stand-alone network with the
-    supernet's BatchNorm mode (NAS-Bench-201, ProxylessNAS), or DARTS' single-path network."""
-    name = supernet.space_name
-    if name == "darts":
-        from pada_fast.spaces.darts_arch import check_arch
-        kwargs = {"arch": list(check_arch(tuple(arch))), "C": supernet.C, "num_cells": supernet.num_cells,
-                  "num_classes": supernet.num_classes, "in_channels": supernet.in_channels,
-                  "bn_mode": supernet.bn_mode}
-        return {"module": f"{type(network).__module__}.{type(network).__qualname__}", "kwargs": kwargs}
-    kwargs = dict(supernet.network_kwargs(arch), bn_mode=supernet.bn_mode)
-    if name == "nb201":
-        kwargs["reduction_bn"] = supernet.reduction_bn
-    return {"space": name, "kwargs": kwargs}
+def _extracted_builder(supernet, arch) -> dict:
+    """How to construct ``supernet.extract(arch)`` again (its space's ``extract_builder``)."""
+    builder = SPACES.get(supernet.space_name).extract_builder
+    if builder is None:
+        raise ValueError(f"the {supernet.space_name} space cannot rebuild an extracted network (its registry "
+                         "entry has no extract_builder)")
+    return builder(supernet, arch)
 
 
 def _arch_of(spec: dict, supernet) -> tuple[int, ...]:
@@ -90,7 +84,7 @@ def _from_supernet(spec: dict, checkpoint_path, recalibrate_batches: int, seed: 
     resolution = int(spec.get("resolution") or getattr(supernet, "resolution", 32))
     shape = (int(run.state["in_channels"]), resolution, resolution)
     return ExportSource(network, weights, shape, lambda x: supernet(x, arch), spec,
-                        _extracted_builder(supernet, spec, arch, network))
+                        _extracted_builder(supernet, arch))
 
 
 def _from_retrained(spec: dict, weights_path) -> ExportSource:

@@ -128,7 +128,7 @@ def latency_supernet(args):
     entry = SPACES.get(cfg.space.name)
     if cfg.space.bn_mode == "auto":
         cfg.space.bn_mode = entry.default_bn_mode
-    classes = args.num_classes or (1000 if cfg.space.name == "proxyless" else 10)
+    classes = args.num_classes or entry.default_classes
     return build_supernet(cfg.space.name, **entry.from_config(cfg.space, classes, args.in_channels))
 
 

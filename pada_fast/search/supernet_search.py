@@ -19,6 +19,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from pada_fast.files import write_json_atomic
 
 from pada_fast.log import get_logger
+from pada_fast.registry import SPACES
 
 from .budget import Budget
 from .evolution import evolution_search
@@ -129,7 +130,7 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, algorithm: str = "ev
     fitness = InheritedFitness(model, eval_batches, calib)
 
     truth = None
-    gt_path = ground_truth or (cfg.rank.ground_truth if model.space_name == "nb201" else None)
+    gt_path = ground_truth or (cfg.rank.ground_truth if SPACES.get(model.space_name).benchmark_table else None)
     gt = None
     if gt_path:
         from pada_fast.evaluate.ground_truth import load_ground_truth
@@ -166,12 +167,9 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, algorithm: str = "ev
         found = [r["true_accuracy"] for r in result.records if r.get("true_accuracy") is not None]
         if found:
             summary["best_true_accuracy_evaluated"] = max(found)
-    if model.space_name == "darts" and cfg.method.name in ("pa", "pada"):
-        # DARTS' derivation from PA's final per-edge distribution, for comparison with the search.
-        from pada_fast.spaces.darts_arch import derive_genotype, genotype_to_str
-        p = state.get("path_sampler", {}).get("p")
-        if p is not None:
-            summary["pa_genotype"] = genotype_to_str(derive_genotype(p.numpy()))
+    after = SPACES.get(model.space_name).after_search
+    if after is not None:
+        summary.update(after(model, cfg, state))
     write_json_atomic(out / "summary.json", summary, indent=2)
     return summary
 

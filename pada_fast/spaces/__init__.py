@@ -23,10 +23,16 @@ def build_supernet(name: str, **kwargs) -> SuperNet:
         raise TypeError(f"bad arguments for search space {name!r}: {exc}") from exc
 
 
-def build_network(name: str, **kwargs) -> nn.Module:
+def build_network(name: str, network: str | None = None, **kwargs) -> nn.Module:
     """The stand-alone network of one architecture of space ``name``, from the arguments its
-    supernet's ``network_kwargs(arch)`` gave."""
-    return SPACES.get(name).network(**kwargs)
+    supernet's ``network_kwargs(arch)`` gave; ``network`` names another of the space's registered
+    network classes (its entry's ``networks``)."""
+    entry = SPACES.get(name)
+    if network is None:
+        return entry.network(**kwargs)
+    if network not in (entry.networks or {}):
+        raise ValueError(f"the {name} space has no network {network!r}; it has {', '.join(entry.networks or {}) or 'none'}")
+    return entry.networks[network](**kwargs)
 
 
 __all__ = ["Arch", "DartsNetwork", "DartsPathNetwork", "DartsSuperNet", "Genotype", "NB201Network",

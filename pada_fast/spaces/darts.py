@@ -29,7 +29,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from pada_fast.registry import SPACES, SpaceEntry
+from pada_fast.registry import METHODS, SPACES, SpaceEntry
 
 from .base import Arch, SuperNet
 from .darts_arch import (CELL_TYPES, EDGES, NUM_EDGES, OPS, STEPS, Genotype, arch_to_str,
@@ -469,8 +469,40 @@ def _from_config(s, num_classes: int, in_channels: int) -> dict:
             "bn_mode": s.bn_mode, "resolution": s.resolution or 32}
 
 
+def _parse_string(text: str, s) -> dict | None:
+    if not text.startswith("Genotype("):
+        return None
+    genotype_from_str(text)
+    return {"arch": text, "genotype": text, "network": {"kwargs": {"genotype": text, "C": s.C, "num_cells": s.num_cells}}}
+
+
+def _retrain_kwargs(r) -> dict:
+    return {"auxiliary": r.auxiliary_weight > 0}
+
+
+def _extract_builder(supernet: "DartsSuperNet", arch) -> dict:
+    """DARTS' single-path network (``extract``), not its genotype network."""
+    return {"space": "darts", "network": "path",
+            "kwargs": {"arch": list(check_arch(tuple(arch))), "C": supernet.C, "num_cells": supernet.num_cells,
+                       "num_classes": supernet.num_classes, "in_channels": supernet.in_channels,
+                       "bn_mode": supernet.bn_mode}}
+
+
+def _after_search(model, cfg, state) -> dict:
+    """DARTS' derivation from PA's final per-edge distribution, to compare with the search."""
+    p = state.get("path_sampler", {}).get("p")
+    if p is None or METHODS.get(cfg.method.name).path_sampler != "importance":
+        return {}
+    return {"pa_genotype": genotype_to_str(derive_genotype(p.numpy()))}
+
+
 SPACES.register("darts", SpaceEntry(DartsSuperNet, _from_config, DartsNetwork,
-                                    default_bn_mode="batch", default_granularity="per_edge"))
+                                    default_bn_mode="batch", default_granularity="per_edge",
+                                    parse_string=_parse_string, retrain_sizes=("C", "num_cells"),
+                                    retrain_options=("auxiliary_weight", "drop_path"),
+                                    retrain_kwargs=_retrain_kwargs, extract_builder=_extract_builder,
+                                    networks={"path": DartsPathNetwork}, after_search=_after_search,
+                                    title="DARTS"))
 
 
 __all__ = ["CELL_TYPES", "DartsNetwork", "DartsPathNetwork", "DartsSuperNet", "Genotype", "OPS",

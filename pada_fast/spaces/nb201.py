@@ -362,9 +362,23 @@ def _from_config(s, num_classes: int, in_channels: int) -> dict:
             "bn_mode": s.bn_mode, "reduction_bn": s.reduction_bn}
 
 
+def _parse_string(text: str, s) -> dict | None:
+    if not (text.startswith("|") and "~" in text):
+        return None
+    str_to_arch(text)
+    return {"arch": text, "network": {"kwargs": {"arch_str": text, "C": s.C, "N": s.N}}}
+
+
+def _extract_builder(supernet: "NB201SuperNet", arch) -> dict:
+    return {"space": "nb201", "kwargs": dict(supernet.network_kwargs(arch), bn_mode=supernet.bn_mode,
+                                             reduction_bn=supernet.reduction_bn)}
+
+
 SPACES.register("nb201", SpaceEntry(
     NB201SuperNet, _from_config, lambda arch_str, **kw: NB201Network(str_to_arch(arch_str), **kw),
-    default_bn_mode="batch", default_granularity="shared"))
+    default_bn_mode="batch", default_granularity="shared", parse_string=_parse_string,
+    retrain_sizes=("C", "N"), extract_builder=_extract_builder, benchmark_table=True,
+    title="NAS-Bench-201"))
 
 
 __all__ = ["BN_MODES", "NB201Network", "NB201SuperNet", "OPS", "EDGES", "all_archs", "arch_to_str",

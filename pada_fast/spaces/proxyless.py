@@ -362,8 +362,27 @@ def _from_config(s, num_classes: int, in_channels: int) -> dict:
             "candidates": s.candidates, "last_channels": s.last_channels}
 
 
+def _parse_string(text: str, s) -> dict | None:
+    if not re.fullmatch(r"[A-Za-z0-9_]+(\|[A-Za-z0-9_]+)+", text):
+        return None
+    return {"arch": text, "network": {"kwargs": {"ops": text.split("|"), "width_mult": s.width_mult,
+                                                 "stem_stride": s.stem_stride, "last_channels": s.last_channels,
+                                                 "resolution": s.resolution or 224}}}
+
+
+def _retrain_kwargs(r) -> dict:
+    return {"dropout": r.dropout} if r.dropout else {}
+
+
+def _extract_builder(supernet: "ProxylessSuperNet", arch) -> dict:
+    return {"space": "proxyless", "kwargs": dict(supernet.network_kwargs(arch), bn_mode=supernet.bn_mode)}
+
+
 SPACES.register("proxyless", SpaceEntry(ProxylessSuperNet, _from_config, ProxylessNetwork,
-                                        default_bn_mode="running", default_granularity="per_edge"))
+                                        default_bn_mode="running", default_granularity="per_edge",
+                                        parse_string=_parse_string, retrain_options=("dropout",),
+                                        retrain_kwargs=_retrain_kwargs, extract_builder=_extract_builder,
+                                        default_classes=1000, title="ProxylessNAS"))
 
 
 __all__ = ["DEFAULT_MBCONVS", "MBConv", "NUM_LAYERS", "ProxylessNetwork", "ProxylessSuperNet", "SKIP",

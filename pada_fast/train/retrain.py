@@ -21,7 +21,6 @@ papers' recipes add are hooks and options here:
 from __future__ import annotations
 
 import copy
-import re
 from pathlib import Path
 
 import torch
@@ -32,7 +31,10 @@ from pada_fast.config import Config, ConfigError
 from pada_fast.experiment import resolve_granularity
 from pada_fast.files import write_json_atomic
 from pada_fast.log import get_logger
+from pada_fast.registry import SPACES
 from pada_fast.reproduce import resolve_reproduction
+from pada_fast.sampling.data import UniformDataSampler
+from pada_fast.sampling.path import UniformPathSampler
 from pada_fast.spaces.base import SuperNet
 
 from .hooks import HookBase
@@ -49,32 +51,25 @@ def _is_file(text: str) -> bool:
         return False
 
 
+# retrain options that only some spaces' networks have (their registry entries list them)
+RETRAIN_OPTIONS = ("auxiliary_weight", "drop_path", "dropout")
+
+
 def parse_arch_source(text: str, space_cfg) -> dict:
     """``retrain.arch`` as ``{"space", "arch", "network": {"kwargs"}}`` (an architecture file's
     fields). A string names the network's sizes through the config's ``space`` section."""
     text = str(text).strip()
-    s = space_cfg
-    if text.startswith("Genotype("):
-        from pada_fast.spaces.darts_arch import genotype_from_str
+    for name in SPACES.names():
+        parse = SPACES.get(name).parse_string
+        if parse is None:
+            continue
         try:
-            genotype_from_str(text)
-        except Exception as exc:     # noqa: BLE001 - any parse failure is the user's string
-            raise ConfigError(f"retrain.arch is not a valid DARTS genotype: {exc}") from None
-        return {"space": "darts", "arch": text, "genotype": text, "source": "string",
-                "network": {"kwargs": {"genotype": text, "C": s.C, "num_cells": s.num_cells}}}
-    if text.startswith("|") and "~" in text:
-        from pada_fast.spaces.nb201_arch import str_to_arch
-        try:
-            str_to_arch(text)
-        except Exception as exc:     # noqa: BLE001
-            raise ConfigError(f"retrain.arch is not a valid NAS-Bench-201 string: {exc}") from None
-        return {"space": "nb201", "arch": text, "source": "string",
-                "network": {"kwargs": {"arch_str": text, "C": s.C, "N": s.N}}}
-    if re.fullmatch(r"[A-Za-z0-9_]+(\|[A-Za-z0-9_]+)+", text):
-        return {"space": "proxyless", "arch": text, "source": "string",
-                "network": {"kwargs": {"ops": text.split("|"), "width_mult": s.width_mult,
-                                       "stem_stride": s.stem_stride, "last_channels": s.last_channels,
-                                       "resolution": s.resolution or 224}}}
+            spec = parse(text, space_cfg)
+        except (ValueError, KeyError, IndexError, TypeError, SyntaxError) as exc:
+            title = SPACES.get(name).title or name
+            raise ConfigError(f"retrain.arch is not a valid {title} architecture string: {exc}") from None
+        if spec is not None:
+            return {"space": name, **spec, "source": "string"}
     if text.endswith(".json") or _is_file(text):
         if not _is_file(text):
             raise ConfigError(f"retrain.arch {text} does not exist (an architecture file such as a search's "
@@ -100,17 +95,16 @@ def retrain_spec(cfg: Config, num_classes: int, in_channels: int) -> dict:
     kwargs = dict(spec["network"]["kwargs"])
     kwargs.update(num_classes=num_classes, in_channels=in_channels)
     space = spec["space"]
-    sizes = {"nb201": ("C", "N"), "darts": ("C", "num_cells"), "proxyless": ()}.get(space, ())
-    for key in sizes:
+    entry = SPACES.get(space)
+    for key in entry.retrain_sizes:
         if getattr(r, key) is not None:
             kwargs[key] = getattr(r, key)
-    for key, spaces in (("auxiliary_weight", ("darts",)), ("drop_path", ("darts",)), ("dropout", ("proxyless",))):
-        if getattr(r, key) and space not in spaces:
-            raise ConfigError(f"retrain.{key} applies to {', '.join(spaces)} networks, not {space}; set it to 0")
-    if space == "darts":
-        kwargs["auxiliary"] = r.auxiliary_weight > 0
-    if space == "proxyless" and r.dropout:
-        kwargs["dropout"] = r.dropout
+    for key in RETRAIN_OPTIONS:
+        if getattr(r, key) and key not in entry.retrain_options:
+            accepting = [n for n in SPACES.names() if key in SPACES.get(n).retrain_options]
+            raise ConfigError(f"retrain.{key} applies to {', '.join(accepting)} networks, not {space}; set it to 0")
+    if entry.retrain_kwargs is not None:
+        kwargs.update(entry.retrain_kwargs(r))
     kwargs["bn_mode"] = "running"
     return {**spec, "network": {"kwargs": kwargs}}
 
@@ -225,14 +219,13 @@ class HeldOutAccuracyHook(HookBase):
 
 # -- the trainer ------------------------------------------------------------------------------------------
 class RetrainTrainer(Trainer):
-    """Trains ``cfg.retrain.arch``'s stand-alone network (see the module's docstring). The
-    ``method`` section is set to uniform SPOS sampling of the one path (nothing to sample)."""
+    """Trains ``cfg.retrain.arch``'s stand-alone network (see the module's docstring): the one
+    path is drawn by a uniform path sampler and the data is a plain shuffled epoch, whatever the
+    ``method`` section says (it does not apply to retraining)."""
 
     checked_sections = Trainer.checked_sections + ("retrain",)
 
     def __init__(self, cfg: Config, resume: bool = False, overwrite: bool = False):
-        m = cfg.method
-        m.name, m.unbiased = "spos", False
         self.spec = None
         self.ema = None
         self._saved_ema = None       # a resumed checkpoint's EMA weights, until the EMA exists
@@ -259,6 +252,15 @@ class RetrainTrainer(Trainer):
     @property
     def network(self) -> nn.Module:
         return self.model.network
+
+    def build_samplers(self):
+        """One path, drawn uniformly (it is the only one), and plain shuffled epochs."""
+        return (UniformPathSampler(self.model.candidate_mask(), device=self.device),
+                UniformDataSampler(len(self.train_set)))
+
+    @property
+    def method_label(self) -> str:
+        return "retrain"
 
     def describe_model(self) -> str:
         millions = sum(p.numel() for p in self.network.parameters()) / 1e6

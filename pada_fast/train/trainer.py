@@ -142,14 +142,14 @@ class Trainer:
                 _log.info("warning: space.sync_bn=true but the supernet has no batch-statistics BatchNorm "
                           f"(space.bn_mode={cfg.space.bn_mode}); each rank keeps its own statistics")
         m = cfg.method
-        if m.name == "fairnas" and m.unbiased:
-            raise ConfigError("method.unbiased weights the loss by 1/p of one sampled path; FairNAS trains every "
-                              "candidate each step (nothing to reweight): set method.unbiased=false")
-        if self.dist.enabled and m.da_aggregation == "official" and m.name in ("da", "pada"):
+        self.path_sampler, self.data_sampler = self.build_samplers()
+        if m.unbiased and self.path_sampler.paths_per_step > 1:
+            raise ConfigError(f"method.unbiased weights the loss by 1/p of one sampled path; {m.name} trains "
+                              f"{self.path_sampler.paths_per_step} paths a step, every candidate (nothing to "
+                              "reweight): set method.unbiased=false")
+        if self.dist.enabled and m.da_aggregation == "official" and self.data_sampler.statistics():
             raise ConfigError("method.da_aggregation=official (the authors' single-process running average of "
                               "each sample's importance) cannot run under torchrun; set method.da_aggregation=mean")
-        self.path_sampler, self.data_sampler = build_samplers(cfg, self.model.candidate_mask(),
-                                                              len(self.train_set), self.device)
         self.drop_last = self.data.shard.drop_last
         self.steps_per_epoch = self.data.shard.steps_per_epoch
         self.total_steps = self.steps_per_epoch * cfg.optim.epochs
@@ -187,6 +187,15 @@ class Trainer:
     def build_model(self, num_classes: int, in_channels: int) -> torch.nn.Module:
         """The model this trainer trains: ``cfg``'s supernet (``auto`` values resolved)."""
         return build_model(self.cfg, num_classes, in_channels)
+
+    def build_samplers(self):
+        """The path and data samplers this trainer draws from: ``cfg.method``'s."""
+        return build_samplers(self.cfg, self.model.candidate_mask(), len(self.train_set), self.device)
+
+    @property
+    def method_label(self) -> str:
+        """What trains, for each epoch's row: the method's name."""
+        return self.cfg.method.name
 
     def describe_model(self) -> str:
         """What is trained, for the run's first line."""
@@ -644,7 +653,7 @@ class Trainer:
             trained = self.train_epoch(epoch, self.start_step if epoch == self.start_epoch else 0)
             if trained is None:        # stopped by a signal, checkpoint written
                 return row
-            row = {"epoch": epoch, "method": cfg.method.name, **trained}
+            row = {"epoch": epoch, "method": self.method_label, **trained}
             row.update(self.end_epoch(epoch))
             self._call_hooks("end_of_epoch", epoch, row)
             if self.dist.is_main:
