@@ -7,8 +7,8 @@ fraction of the baseline's epochs; and where the stability stop (``probe.stop_ta
 ``probe.stop_probes``) would have ended each run, next to the run's tau plateau (the first probe
 whose tau is within ``--plateau-margin`` of the run's best).
 
-    python benchmarks/probe_study.py runs/fm16_ablation --methods spos,pada,pada_official,fairnas \\
-        --stop-tau 0.9 --stop-probes 3 --out runs/fm16_ablation/probe_curves.png
+    python benchmarks/probe_study.py runs/fm28_ablation --methods spos,pada,pada_official,fairnas \\
+        --stop-tau 0.9 --stop-probes 3 --out runs/fm28_ablation/probe_curves.png
 """
 from __future__ import annotations
 

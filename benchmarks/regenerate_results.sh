@@ -5,12 +5,12 @@
 # (training, ranking, searching and table building all do), so a section cut short continues.
 #
 #   bash benchmarks/regenerate_results.sh [SECTION ...]     (default: every section)
-#   SHARED=/path/to/shared bash benchmarks/regenerate_results.sh fmnist16
+#   SHARED=/path/to/shared bash benchmarks/regenerate_results.sh fmnist28
 #
 # Sections: core (ops, CIFAR-10 ranking study, engine, latency, search, loaders, quickstart,
 # gradient variance, digits and CIFAR-10 ablations, overhead), fidelity (the issue-12 ablations on
 # CIFAR-10 and Fashion-MNIST, FairNAS, the one-file reference, the Fashion-MNIST table), throughput
-# (device data, supernet vs static), fmnist16 (the third benchmark: table, ablation with the probe,
+# (device data, supernet vs static), fmnist28 (the third benchmark: table, ablation with the probe,
 # curves, search quality, protocols), reliability (the fault tests), gpu.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -128,8 +128,8 @@ python benchmarks/bench_supernet_static.py --method pada --rounds 11 --steps 5
 python benchmarks/bench_supernet_static.py --C 4 --N 1 --image 8 --channels 1 --method pada --rounds 21 --steps 40
 }
 
-section_fmnist16() {
-bash benchmarks/fmnist16_study.sh
+section_fmnist28() {
+bash benchmarks/fmnist28_study.sh
 }
 
 section_reliability() {
@@ -145,7 +145,7 @@ fi
 }
 
 sections=("$@")
-[ ${#sections[@]} -eq 0 ] && sections=(core fidelity throughput fmnist16 reliability gpu)
+[ ${#sections[@]} -eq 0 ] && sections=(core fidelity throughput fmnist28 reliability gpu)
 for name in "${sections[@]}"; do
   declare -F "section_$name" >/dev/null || { echo "unknown section $name" >&2; exit 2; }
   "section_$name"

@@ -16,8 +16,8 @@ replacement (seeded) and keeps the one of highest fitness, the exhaustive rankin
 the same held-out images (the search's own fitness protocol); evolution is not run, since
 mutations and crossovers of table architectures fall outside the table almost always. Resumable: finished searches and rankings are read back, stopped ones continue.
 
-    python benchmarks/search_quality.py runs/fm16/spos/s0/checkpoint.pt runs/fm16/pada/s0/checkpoint.pt \\
-        --ground-truth pada_fast/data/ground_truth/nb201_fmnist16.json --eval-subset 2000 --out runs/search_quality
+    python benchmarks/search_quality.py runs/fm28/spos/s0/checkpoint.pt runs/fm28/pada/s0/checkpoint.pt \\
+        --ground-truth pada_fast/data/ground_truth/nb201_fmnist28.json --eval-subset 2000 --out runs/search_quality
 """
 from __future__ import annotations
 

@@ -117,7 +117,7 @@ def network_for_export(spec: dict, checkpoint: str | None = None, weights: str |
         return _from_supernet(spec, checkpoint, recalibrate_batches, seed)
     if weights:
         return _from_retrained(spec, weights)
-    _log.info("warning: no --checkpoint or --weights: exporting the network with fresh (untrained) weights")
+    _log.warning("warning: no --checkpoint or --weights: exporting the network with fresh (untrained) weights")
     network = network_from_spec(spec).eval()
     kwargs = spec["network"]["kwargs"]
     resolution = int(spec.get("resolution") or kwargs.get("resolution") or 32)

@@ -141,7 +141,7 @@ class IntervalLogHook(HookBase):
             return
         skipped = t.guard.poll()
         if skipped:
-            t.log_info(f"warning: epoch {state.epoch + 1} step {state.step + 1}: {skipped}")
+            t.log_warning(f"warning: epoch {state.epoch + 1} step {state.step + 1}: {skipped}")
         loss, acc, seen = t.averages(state)
         line = (f"epoch {state.epoch + 1}/{t.cfg.optim.epochs} step {state.step + 1}/{state.steps} "
                 f"loss {loss:.4f} acc {acc:.4f} "

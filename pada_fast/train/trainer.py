@@ -139,7 +139,7 @@ class Trainer:
         self._setup_throughput()
         if cfg.space.sync_bn and self.dist.enabled:
             if convert_sync_batch_stats(self.model) == 0 and main:
-                _log.info("warning: space.sync_bn=true but the supernet has no batch-statistics BatchNorm "
+                _log.warning("warning: space.sync_bn=true but the supernet has no batch-statistics BatchNorm "
                           f"(space.bn_mode={cfg.space.bn_mode}); each rank keeps its own statistics")
         m = cfg.method
         self.path_sampler, self.data_sampler = self.build_samplers()
@@ -244,6 +244,11 @@ class Trainer:
         """One line of the run's output (rank 0 only)."""
         if self.dist.is_main:
             _log.info(message)
+
+    def log_warning(self, message: str) -> None:
+        """One warning line, on standard error (rank 0 only)."""
+        if self.dist.is_main:
+            _log.warning(message)
 
     # -- checkpointing ---------------------------------------------------------------------------
     def state_dict(self, epoch: int, step: int = 0, progress: dict | None = None,
@@ -618,7 +623,7 @@ class Trainer:
                "q": self.data_sampler.summary()}
         for sampler in (self.path_sampler, self.data_sampler):
             if getattr(sampler, "fallback_message", None):
-                self.log_info(f"warning: {sampler.fallback_message}")
+                self.log_warning(f"warning: {sampler.fallback_message}")
         return row
 
     def fit(self) -> dict:
