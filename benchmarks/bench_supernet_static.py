@@ -89,7 +89,7 @@ def main(argv=None):
     else:
         arch = trainer.model.random_arch(np.random.default_rng(args.arch_seed))
     arch_text = trainer.model.arch_to_str(arch) if hasattr(trainer.model, "arch_to_str") else str(arch)
-    state = trainer._begin_epoch(0, 0)
+    state = trainer.begin_epoch(0, 0)
     state.archs = [arch] * len(state.archs)                 # the fixed path
     images, labels, indices = next(iter(state.loader))
     batch = (images.to(device), labels.to(device), indices.to(device))

@@ -78,7 +78,7 @@ def time_steps(args, method: str, out_dir: Path, precision: str, channels_last: 
     cfg = load_config(REPO / "configs" / "nb201_cifar10.yaml",
                       paper_overrides(args, method, out_dir, 1, precision, channels_last) + extra + subset)
     trainer = Trainer(cfg)
-    state = trainer._begin_epoch(0, 0)
+    state = trainer.begin_epoch(0, 0)
     times = []
     device = trainer.device
     for step, batch in enumerate(state.loader):
@@ -105,7 +105,7 @@ def sync_check(args, out_dir: Path) -> str:
     cfg = load_config(REPO / "configs" / "nb201_cifar10.yaml",
                       paper_overrides(args, "pada", out_dir, 1) + subset + ["run.log_interval=1000"])
     trainer = Trainer(cfg, overwrite=True)
-    state = trainer._begin_epoch(0, 0)
+    state = trainer.begin_epoch(0, 0)
     batches = list(itertools.islice(state.loader, min(15, trainer.steps_per_epoch - 1)))
     try:
         for step, batch in enumerate(batches):

@@ -105,7 +105,7 @@ def test_retrained_weights_export_with_the_run_checkpoint(tmp_path):
     state = checkpoint.load(out / "checkpoint.pt")
     from pada_fast.architecture import network_from_spec
     net = network_from_spec(state["retrain"]["spec"]).eval()
-    net.load_state_dict({k[len("network."):]: v for k, v in state["model"].items()})
+    net.load_state_dict(state["model"])
     x = torch.randn(7, 1, 8, 8)
     torch.testing.assert_close(_onnx_outputs(tmp_path / "net.onnx", x), net(x).detach(), rtol=1e-4, atol=1e-4)
 

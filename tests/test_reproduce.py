@@ -138,11 +138,11 @@ def test_per_epoch_learning_rate_is_constant_within_an_epoch(tmp_path):
     trainer = Trainer(cfg)
     steps = trainer.steps_per_epoch
     assert steps == 4
-    lrs = [trainer._lr_for(s) for s in range(3 * steps)]
+    lrs = [trainer.lr_for(s) for s in range(3 * steps)]
     for epoch in range(3):
         assert lrs[epoch * steps: (epoch + 1) * steps] == [cosine_lr(epoch, 3, cfg.optim.lr, 0.0)] * steps
     per_step = Trainer(small_config(tmp_path / "b", epochs=3, **{"data.train_subset": 256}))
-    assert per_step._lr_for(1) < per_step._lr_for(0)
+    assert per_step.lr_for(1) < per_step.lr_for(0)
 
 
 # -- point 5: updates of unsampled candidates ---------------------------------------------------

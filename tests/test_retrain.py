@@ -140,11 +140,11 @@ def test_nb201_retrain_reports_the_test_accuracy_of_its_checkpoint(tmp_path):
     state = checkpoint.load(out / "checkpoint.pt")
     from pada_fast.architecture import network_from_spec
     net = network_from_spec(state["retrain"]["spec"])
-    net.load_state_dict({k[len("network."):]: v for k, v in state["model"].items()})
+    net.load_state_dict(state["model"])
     acc, _ = heldout_accuracy(net, trainer.test_set, 500, "cpu")
     assert acc == pytest.approx(rows[-1]["test_acc"])
     assert state["config"]["space"]["name"] == "nb201" and rows[-1]["method"] == "retrain"
-    assert state["path_sampler"]["kind"] == "uniform"
+    assert state["path_sampler"] is None and state["data_sampler"]["kind"] == "uniform"
 
 
 class StopAfter(HookBase):
@@ -186,8 +186,8 @@ def test_darts_recipe_trains_the_auxiliary_head_with_drop_path_and_cutout(tmp_pa
     assert net.drop_path_prob == pytest.approx(0.2 * 1 / 2)     # epoch 2 of 2 (0-based 1)
     state = checkpoint.load(out / "checkpoint.pt")
     fresh = DartsNetwork(darts_genotype(), C=4, num_cells=3, num_classes=10, in_channels=1, auxiliary=True)
-    trained_aux = {k[len("network.auxiliary."):]: v for k, v in state["model"].items()
-                   if k.startswith("network.auxiliary.")}
+    trained_aux = {k[len("auxiliary."):]: v for k, v in state["model"].items()
+                   if k.startswith("auxiliary.")}
     assert trained_aux and any(not torch.equal(v, fresh.auxiliary.state_dict()[k])
                                for k, v in trained_aux.items() if v.is_floating_point())
     assert trainer.recipe == "crop:1+cutout:4"

@@ -45,7 +45,7 @@ def test_fused_sgd_trains_like_foreach(tmp_path):
 def test_mixed_precision_trains_and_keeps_statistics_float32(tmp_path, precision):
     cfg = small_config(tmp_path, "pada", epochs=3, **{"run.precision": precision, "optim.lr": 0.2})
     trainer = Trainer(cfg)
-    assert trainer.autocast_dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    assert trainer.precision.autocast_dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     trainer.fit()
     rows = [json.loads(line) for line in (tmp_path / "pada" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["train_loss"] < rows[0]["train_loss"] - 0.05
@@ -63,9 +63,9 @@ def test_fp16_overflow_steps_are_skipped_by_the_guard_and_lower_the_scale(tmp_pa
     cfg = small_config(tmp_path, "pada", epochs=1, **{"run.precision": "fp16",
                                                        "run.nonfinite_max_consecutive": 60})
     trainer = Trainer(cfg)
-    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 40)
+    trainer.precision.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 40)
     before = weights_of(trainer)
-    state = trainer._begin_epoch(0, 0)
+    state = trainer.begin_epoch(0, 0)
     batch = next(iter(state.loader))
     state.step = 0
     trainer.run_step(state, batch)
@@ -84,7 +84,7 @@ def test_fp16_scaler_state_is_checkpointed_and_resumed(tmp_path):
     """A scale other than a new scaler's (2^16) goes through the checkpoint."""
     cfg = small_config(tmp_path, "spos", epochs=1, **{"run.precision": "fp16"})
     trainer = Trainer(cfg)
-    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    trainer.precision.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
     trainer.fit()
     scale = trainer.scaler.get_scale()
     assert scale != torch.amp.GradScaler("cpu").get_scale()
@@ -115,7 +115,7 @@ class HostReadCounter:
 def count_step_reads(trainer, monkeypatch, epochs=1):
     """Train ``epochs`` epochs counting host reads inside ``run_step`` and inside the per-step hooks."""
     counter = HostReadCounter(monkeypatch)
-    run_step, call_hooks = trainer.run_step, trainer._call_hooks
+    run_step, call_hooks = trainer.run_step, trainer.call_hooks
 
     def counted_step(state, batch):
         counter.active = ("step", state.global_step)
@@ -133,7 +133,7 @@ def count_step_reads(trainer, monkeypatch, epochs=1):
             counter.active = None
 
     monkeypatch.setattr(trainer, "run_step", counted_step)
-    monkeypatch.setattr(trainer, "_call_hooks", counted_hooks)
+    monkeypatch.setattr(trainer, "call_hooks", counted_hooks)
     for epoch in range(epochs):
         assert trainer.train_epoch(epoch) is not None
         trainer.end_epoch(epoch)

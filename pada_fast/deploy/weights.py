@@ -99,8 +99,7 @@ def _from_retrained(spec: dict, weights_path) -> ExportSource:
         raise ValueError(f"{weights_path} retrained {trained_spec.get('arch')!r}, not the architecture file's "
                          f"{spec.get('arch')!r}; pass the run's retrained.json or the matching checkpoint")
     network = network_from_spec(trained_spec)
-    prefix = "network."
-    network.load_state_dict({k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)})
+    network.load_state_dict(state["model"])
     network.eval()
     shape = tuple(int(v) for v in trained_spec["input_shape"])
     return ExportSource(network, f"retrained ({weights_path})", shape, network, trained_spec,

@@ -346,3 +346,18 @@ def report_failure(ctx: DistContext, where: Callable[[], str] = lambda: ""):
                        f"{type(exc).__name__}: {exc}{hint}")
             abort()
         raise
+
+
+def rank_totals(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, device) -> torch.Tensor:
+    """A rank's running ``[loss sum, correct, images]`` as one float64 tensor (exact)."""
+    return torch.stack([loss_sum.detach().to(torch.float64), correct.to(torch.float64),
+                        torch.tensor(float(seen), dtype=torch.float64, device=device)])
+
+
+def global_totals(dist, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int) -> tuple[float, float, int]:
+    """Summed loss, correct predictions and images over all ranks (the host reads them)."""
+    if not dist.enabled:
+        return loss_sum.item(), correct.item(), seen
+    totals = all_reduce_sum_(rank_totals(loss_sum, correct, seen, loss_sum.device))
+    loss, right, images = totals.tolist()
+    return loss, right, int(images)

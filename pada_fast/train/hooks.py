@@ -157,7 +157,7 @@ class SignalStopHook(HookBase):
     writes its own checkpoint and the fit loop stops there)."""
 
     def after_step(self, state):
-        if not state.last_step_of_epoch and self.trainer._stop_now(state.step):
+        if not state.last_step_of_epoch and self.trainer.stop_requested(state.step):
             state.stop = True
 
 
@@ -170,7 +170,7 @@ class MidEpochCheckpointHook(HookBase):
             return
         every = self.trainer.cfg.run.checkpoint_every_steps
         if state.stop or (every and (state.step + 1) % every == 0):
-            self.trainer._save_mid_epoch(state)
+            self.trainer.save_mid_epoch(state)
             state.last = time.perf_counter()      # the checkpoint's time is not data time
 
 
@@ -180,7 +180,7 @@ class GradientVarianceHook(HookBase):
 
     def end_of_epoch(self, epoch, row):
         t = self.trainer
-        if not t.cfg.run.gv_draws or t.dist.world_size != 1:
+        if not t.cfg.run.gv_draws or t.dist.world_size != 1 or t.path_sampler is None:
             return
         from pada_fast.evaluate.gradient_variance import measure_epoch_gv
         row["gv"] = measure_epoch_gv(t.model, t.path_sampler, t.data_sampler, t.train_set, t.cfg,

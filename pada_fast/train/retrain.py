@@ -2,10 +2,10 @@
 
 The architecture (``retrain.arch``) is a search's architecture file, a NAS-Bench-201 string, a
 DARTS genotype or a ProxylessNAS ops string (:func:`retrain_spec`). Its stand-alone network
-(fresh weights, running-statistics BatchNorm) is trained by :class:`RetrainTrainer`, the
-supernet :class:`~pada_fast.train.trainer.Trainer` with a model of one path
-(:class:`FixedArchitecture`) and uniform data: checkpoints, exact resume, torchrun, precision
-modes, the non-finite guard, hooks and ``metrics.csv``/``metrics.jsonl`` are the same. What the
+(fresh weights, running-statistics BatchNorm) is trained by :class:`RetrainTrainer`: a training
+run (:mod:`.run`) whose step is :class:`~.steps.PlainStep` (the network alone, no path to sample)
+on plain shuffled epochs, so checkpoints, exact resume, torchrun, precision modes, the non-finite
+guard, hooks and ``metrics.csv``/``metrics.jsonl`` are the supernet trainer's. What the
 papers' recipes add are hooks and options here:
 
 * DARTS' auxiliary head (``retrain.auxiliary_weight``: its loss is added with that weight) and
@@ -34,11 +34,10 @@ from pada_fast.log import get_logger
 from pada_fast.registry import SPACES
 from pada_fast.reproduce import resolve_reproduction
 from pada_fast.sampling.data import UniformDataSampler
-from pada_fast.sampling.path import UniformPathSampler
-from pada_fast.spaces.base import SuperNet
 
 from .hooks import HookBase
-from .trainer import Trainer
+from .run import TrainingRun
+from .steps import PlainStep
 
 _log = get_logger(__name__)
 
@@ -107,30 +106,6 @@ def retrain_spec(cfg: Config, num_classes: int, in_channels: int) -> dict:
         kwargs.update(entry.retrain_kwargs(r))
     kwargs["bn_mode"] = "running"
     return {**spec, "network": {"kwargs": kwargs}}
-
-
-class FixedArchitecture(SuperNet):
-    """A stand-alone network seen as a supernet of one path (one layer, one candidate), so the
-    supernet trainer trains it unchanged: ``forward(x, arch)`` is ``network(x)``. It lists no
-    searchable operations (nothing to sample, so no per-operation gradient norms to record)."""
-
-    def __init__(self, network: nn.Module, space_name: str, arch_str: str):
-        super().__init__()
-        self.network = network
-        self.space_name = space_name
-        self.arch_str = arch_str
-
-    def layer_candidates(self) -> list[list[str]]:
-        return [[self.arch_str]]
-
-    def forward(self, x: torch.Tensor, arch=None) -> torch.Tensor:
-        return self.network(x)
-
-    def path_modules(self, arch):
-        return iter(())
-
-    def arch_to_str(self, arch) -> str:
-        return self.arch_str
 
 
 # -- hooks ------------------------------------------------------------------------------------------------
@@ -218,12 +193,12 @@ class HeldOutAccuracyHook(HookBase):
 
 
 # -- the trainer ------------------------------------------------------------------------------------------
-class RetrainTrainer(Trainer):
+class RetrainTrainer(TrainingRun):
     """Trains ``cfg.retrain.arch``'s stand-alone network (see the module's docstring): the one
     path is drawn by a uniform path sampler and the data is a plain shuffled epoch, whatever the
     ``method`` section says (it does not apply to retraining)."""
 
-    checked_sections = Trainer.checked_sections + ("retrain",)
+    checked_sections = TrainingRun.checked_sections + ("retrain",)
 
     def __init__(self, cfg: Config, resume: bool = False, overwrite: bool = False):
         self.spec = None
@@ -247,16 +222,22 @@ class RetrainTrainer(Trainer):
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"retrain.arch {cfg.retrain.arch}: cannot build its network: {exc}") from None
         self.aux_weight = cfg.retrain.auxiliary_weight
-        return FixedArchitecture(network, self.spec["space"], self.spec["arch"])
+        return network
 
     @property
     def network(self) -> nn.Module:
-        return self.model.network
+        return self.model
 
     def build_samplers(self):
-        """One path, drawn uniformly (it is the only one), and plain shuffled epochs."""
-        return (UniformPathSampler(self.model.candidate_mask(), device=self.device),
-                UniformDataSampler(len(self.train_set)))
+        """Nothing to sample but the data: plain shuffled epochs."""
+        return None, UniformDataSampler(len(self.train_set))
+
+    def setup_method(self) -> None:
+        super().setup_method()
+        self.step = PlainStep(self)
+
+    def end_epoch(self, epoch: int) -> dict:
+        return {}
 
     @property
     def method_label(self) -> str:
@@ -298,8 +279,8 @@ class RetrainTrainer(Trainer):
         self._saved_ema = None
         self.register_hook(HeldOutAccuracyHook())
 
-    def _load_checkpoint(self):
-        path, state = super()._load_checkpoint()
+    def load_checkpoint(self):
+        path, state = super().load_checkpoint()
         self._saved_ema = (state.get("retrain") or {}).get("ema")
         return path, state
 
@@ -330,5 +311,5 @@ class RetrainTrainer(Trainer):
         result["retrained"] = str(self.out_dir / "retrained.json")
 
 
-__all__ = ["DropPathScheduleHook", "EMAHook", "FixedArchitecture", "HeldOutAccuracyHook", "RetrainTrainer",
+__all__ = ["DropPathScheduleHook", "EMAHook", "HeldOutAccuracyHook", "RetrainTrainer",
            "WeightEMA", "heldout_accuracy", "parse_arch_source", "retrain_spec"]

@@ -15,9 +15,13 @@ import fcntl
 import json
 import os
 import socket
+import weakref
 from pathlib import Path
 
 from pada_fast.config import ConfigError
+from pada_fast.log import get_logger
+
+_log = get_logger(__name__)
 
 LOCK_NAME = ".lock"
 RUN_FILES = ("config.yaml", "metrics.jsonl", "metrics.csv", "checkpoint.pt")
@@ -104,4 +108,21 @@ def prepare_fresh_run(folder: str | os.PathLike, overwrite: bool = False) -> Pat
     return aside
 
 
-__all__ = ["RunFolderBusy", "RunLock", "holds_a_run", "prepare_fresh_run"]
+def own_run_folder(owner, folder: Path, resume: bool, overwrite: bool) -> RunLock:
+    """Lock ``folder`` for ``owner``'s lifetime (released when ``owner`` is freed) and, for a new
+    run, make sure it holds no earlier run (moving it aside with ``overwrite``)."""
+    lock = RunLock(folder).acquire()
+    try:
+        moved = None if resume else prepare_fresh_run(folder, overwrite)
+    except BaseException:
+        lock.release()
+        raise
+    if moved is not None:           # the lock file went along: take the new folder's
+        lock.release()
+        lock = RunLock(folder).acquire()
+        _log.info(f"--overwrite: {folder} held a run, now at {moved}")
+    weakref.finalize(owner, lock.release)
+    return lock
+
+
+__all__ = ["RunFolderBusy", "RunLock", "holds_a_run", "own_run_folder", "prepare_fresh_run"]
