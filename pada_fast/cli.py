@@ -144,18 +144,31 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="pada-fast", description=__doc__,
+        prog="pada-fast", description=__doc__, allow_abbrev=False,
         epilog="exit codes: 0 done, 2 configuration, 3 data, 4 checkpoint, 5 ground truth, 6 numeric "
                "(non-finite training), 7 disk (no space left), 8 distributed, 1 anything else; "
                "128+N after signal N stopped training (a checkpoint was written)")
     parser.add_argument("--debug", action="store_true",
                         help="print the traceback of a failure too (also PADA_FAST_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("info", help="versions, compiled kernels and devices")
+    p = sub.add_parser(allow_abbrev=False, name="info", help="versions, compiled kernels and devices")
     p.set_defaults(func=cmd_info)
+    _add_training_parsers(sub)
+    _add_ranking_parsers(sub)
+    from pada_fast.search.cli import add_latency_parser, add_search_parser
+    add_search_parser(sub)
+    add_latency_parser(sub)
+    from pada_fast.deploy.cli import add_export_parser
+    add_export_parser(sub)
+    from pada_fast.evaluate.gv_cli import add_gv_parser
+    add_gv_parser(sub)
+    return parser
 
-    p = sub.add_parser("train", help="train a supernet (spos, pa, da, pada)")
+
+def _add_training_parsers(sub) -> None:
+    """train, retrain, quickstart."""
+
+    p = sub.add_parser(allow_abbrev=False, name="train", help="train a supernet (spos, pa, da, pada)")
     _add_config_args(p)
     p.add_argument("--resume", action="store_true", help="continue from run.out_dir/checkpoint.pt")
     p.add_argument("--overwrite", action="store_true",
@@ -163,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
-        "retrain", help="train a found architecture stand-alone (configs/retrain_*.yaml)",
+        allow_abbrev=False, name="retrain", help="train a found architecture stand-alone (configs/retrain_*.yaml)",
         description="Train one architecture's stand-alone network with the trainer's checkpoints, "
                     "resume, torchrun, precision modes and logs; the test accuracy goes into "
                     "metrics.csv and run.out_dir/retrained.json.")
@@ -177,7 +190,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run.out_dir holds a run: move it aside (to <out_dir>.old-<time>) and start anew")
     p.set_defaults(func=cmd_retrain)
 
-    p = sub.add_parser("rank", help="rank sub-models of a trained supernet against ground truth")
+    p = sub.add_parser(allow_abbrev=False, name="quickstart",
+                       help="SPOS vs PA&DA on scikit-learn's digits, ranked against a shipped table")
+    p.add_argument("--out", default="runs/quickstart")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--seeds", type=int, default=3, help="training seeds per method (mean ± std)")
+    p.set_defaults(func=cmd_quickstart)
+
+
+def _add_ranking_parsers(sub) -> None:
+    """rank, build-benchmark, verify-data."""
+    p = sub.add_parser(allow_abbrev=False, name="rank", help="rank sub-models of a trained supernet against ground truth")
     p.add_argument("checkpoint")
     p.add_argument("--out", required=True, help="folder for predictions.csv, metrics.json, scatter.png")
     p.add_argument("--ground-truth", help="NATS CSV, JSON/CSV table, or NAS-Bench-201 .pth (default: rank.ground_truth)")
@@ -198,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int)
     p.set_defaults(func=cmd_rank)
 
-    p = sub.add_parser("build-benchmark", help="train sub-models stand-alone and write a ground-truth table")
+    p = sub.add_parser(allow_abbrev=False, name="build-benchmark", help="train sub-models stand-alone and write a ground-truth table")
     _add_config_args(p)
     p.add_argument("--out", required=True, help="table file (.json or .csv)")
     p.add_argument("--archs", default="50", help="'all', 'distinct', or a number of distinct random architectures")
@@ -211,27 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train architectures K, K+N, ... only: N processes share one build (same --out)")
     p.set_defaults(func=cmd_build_benchmark)
 
-    p = sub.add_parser("quickstart", help="SPOS vs PA&DA on scikit-learn's digits, ranked against a shipped table")
-    p.add_argument("--out", default="runs/quickstart")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--seeds", type=int, default=3, help="training seeds per method (mean ± std)")
-    p.set_defaults(func=cmd_quickstart)
-
-    p = sub.add_parser("verify-data", help="decode every image of a dataset folder, list the unreadable ones")
+    p = sub.add_parser(allow_abbrev=False, name="verify-data", help="decode every image of a dataset folder, list the unreadable ones")
     _add_config_args(p)
     p.add_argument("--split", choices=["train", "test", "all"], default="all")
     p.add_argument("--workers", type=int, default=None, help="decoding threads (default: all cores)")
     p.set_defaults(func=cmd_verify_data)
-
-    from pada_fast.search.cli import add_latency_parser, add_search_parser
-    add_search_parser(sub)
-    add_latency_parser(sub)
-    from pada_fast.deploy.cli import add_export_parser
-    add_export_parser(sub)
-    from pada_fast.evaluate.gv_cli import add_gv_parser
-    add_gv_parser(sub)
-    return parser
 
 
 def main(argv=None) -> int:

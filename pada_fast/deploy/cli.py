@@ -26,7 +26,7 @@ def cmd_export(args) -> int:
 
 def add_export_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "export", help="write an architecture's network as ONNX, TorchScript or a state dict",
+        allow_abbrev=False, name="export", help="write an architecture's network as ONNX, TorchScript or a state dict",
         description="Build the stand-alone network of an architecture file with inherited "
                     "(--checkpoint) or retrained (--weights) weights, write it, read the file back "
                     "and check its outputs against the network's and, for inherited weights, the "

@@ -169,7 +169,7 @@ def cmd_gv(args) -> int:
 
 def add_gv_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``gv`` on the ``pada-fast`` sub-command parsers."""
-    p = subparsers.add_parser("gv", help="gradient variance per epoch of trained runs (paper Fig. 4)",
+    p = subparsers.add_parser(allow_abbrev=False, name="gv", help="gradient variance per epoch of trained runs (paper Fig. 4)",
                               description=__doc__.split("\n\n")[0])
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run.out_dir of a training run; several "
                    "runs (e.g. SPOS and PA&DA) share one plot")

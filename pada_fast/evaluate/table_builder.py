@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ from pada_fast.log import get_logger
 
 from .ground_truth import GroundTruth
 from .inherited import accuracy, fixed_batches
+from .progress import Progress
 
 _log = get_logger(__name__)
 
@@ -119,23 +121,23 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return k, n
 
 
-def build_benchmark(cfg: Config, table_path: str | Path, which: str | int = 50, seeds: int = 1,
-                    progress: bool = True, noise_archs: int = 0,
-                    shard: tuple[int, int] | None = None, noise_pick: str = "spread") -> GroundTruth | None:
-    """Train ``which`` architectures stand-alone ``seeds`` times each (accuracy: their mean) and
-    write the table. ``noise_archs``: that many of them (the first in table order) are trained once
-    more with the next seed, kept apart from the accuracy, and the table's meta records Kendall's
-    tau between the two (the benchmark's noise ceiling). ``noise_pick``: ``"spread"`` takes them
-    evenly spaced along the table (its order is lexicographic in the genes, so the first ones
-    share their first genes), ``"first"`` the first ones. They are trained first. The meta also records the dataset, the
-    training recipe (``data.augment``, as ``rank`` compares it), the image size, the subsets and
-    the schedule.
+@dataclass
+class _Build:
+    """What one table build trains: the data, the architectures and the seeds of each."""
+    cfg: Config
+    device: torch.device
+    train_set: object
+    test_batches: list
+    supernet: object
+    archs: list
+    texts: list
+    seeds_of: list
+    index_of: dict
+    seeds: int
+    meta: dict
 
-    ``shard=(K, N)``: train only architectures K, K+N, ... (N processes share one build through
-    the partial file). The table is rewritten after every architecture with every architecture
-    whose trainings are all done (by any process); returns it, or None while none is."""
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
+
+def _plan(cfg: Config, which, seeds: int, noise_archs: int, noise_pick: str) -> _Build:
     device = resolve_device(cfg.run.device)
     d = cfg.data
     train_set = build_split(d, "train", augment=d.augment, subset=d.train_subset)
@@ -145,67 +147,83 @@ def build_benchmark(cfg: Config, table_path: str | Path, which: str | int = 50, 
     archs = select_archs(supernet, which, cfg.run.seed)
     if not 0 <= noise_archs <= len(archs):
         raise ValueError(f"--noise-archs {noise_archs}: choose between 0 and the {len(archs)} architectures")
-    index_of = {a: i for i, a in enumerate(supernet.all_archs())}
+    noisy = noise_indices(len(archs), noise_archs, noise_pick)
+    meta = {"dataset": d.dataset, "augment": training_recipe(d, train_set), "space": cfg.space.name,
+            "C": cfg.space.C, "N": cfg.space.N, "image_size": train_set.image_size,
+            "train_images": len(train_set), "test_images": len(test_set),
+            "subset_mode": d.subset_mode, "split_seed": d.split_seed, "epochs": cfg.optim.epochs,
+            "batch_size": d.batch_size, "lr": cfg.optim.lr, "weight_decay": cfg.optim.weight_decay,
+            "seeds": [cfg.run.seed + s for s in range(seeds)], "archs": str(which), "noise_pick": noise_pick}
+    return _Build(cfg, device, train_set, test_batches, supernet, archs,
+                  [supernet.arch_to_str(a) for a in archs],
+                  [[cfg.run.seed + s for s in range(seeds + (1 if i in noisy else 0))] for i in range(len(archs))],
+                  {a: i for i, a in enumerate(supernet.all_archs())}, seeds, meta)
+
+
+def _write_table(b: _Build, table_path: Path, partial: Path, done: dict) -> GroundTruth | None:
+    """The table of every architecture whose trainings are all done (by any shard)."""
+    everyone = {**_read_partial(partial), **done}
+    rows = [(b.texts[i], [everyone[(b.texts[i], s)] for s in b.seeds_of[i]], b.index_of[a])
+            for i, a in enumerate(b.archs) if all((b.texts[i], s) in everyone for s in b.seeds_of[i])]
+    if not rows:
+        return None
+    table_meta = dict(b.meta)
+    noise = [r for r in rows if len(r[1]) > b.seeds]
+    if noise:
+        first = [float(np.mean(r[1][:b.seeds])) for r in noise]
+        second = [r[1][b.seeds] for r in noise]
+        table_meta["noise"] = {"archs": len(noise), "seed": b.cfg.run.seed + b.seeds,
+                               "kendall_tau": float(kendalltau(first, second).statistic) if len(noise) > 1 else None,
+                               "mean_abs_diff": float(np.mean(np.abs(np.subtract(first, second))))}
+    gt = GroundTruth([r[0] for r in rows], [float(np.mean(r[1][:b.seeds])) for r in rows], [r[2] for r in rows],
+                     dataset=b.cfg.data.dataset, source=str(table_path), meta=table_meta)
+    gt.write_table(table_path, extra=[{"accuracies": r[1]} for r in rows])
+    return gt
+
+
+def build_benchmark(cfg: Config, table_path: str | Path, which: str | int = 50, seeds: int = 1,
+                    progress: bool = True, noise_archs: int = 0,
+                    shard: tuple[int, int] | None = None, noise_pick: str = "spread") -> GroundTruth | None:
+    """Train ``which`` architectures stand-alone ``seeds`` times each (accuracy: their mean) and
+    write the table. ``noise_archs``: that many of them are trained once more with the next seed,
+    kept apart from the accuracy, and the table's meta records Kendall's tau between the two (the
+    benchmark's noise ceiling). ``noise_pick``: ``"spread"`` takes them evenly spaced along the
+    table (its order is lexicographic in the genes, so the first ones share their first genes),
+    ``"first"`` the first ones. They are trained first. The meta also records the dataset, the
+    training recipe (``data.augment``, as ``rank`` compares it), the image size, the subsets and
+    the schedule.
+
+    ``shard=(K, N)``: train only architectures K, K+N, ... (N processes share one build through
+    the partial file). The table is rewritten after every architecture with every architecture
+    whose trainings are all done (by any process); returns it, or None while none is."""
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    b = _plan(cfg, which, seeds, noise_archs, noise_pick)
     table_path = Path(table_path)
     partial = table_path.with_name(table_path.name + ".partial.jsonl")
     done = _read_partial(partial)
     table_path.parent.mkdir(parents=True, exist_ok=True)
-    texts = [supernet.arch_to_str(a) for a in archs]
-    noisy = noise_indices(len(archs), noise_archs, noise_pick)
-    seeds_of = [[cfg.run.seed + s for s in range(seeds + (1 if i in noisy else 0))] for i in range(len(archs))]
-    mine = sorted((i for i in range(len(archs)) if shard is None or i % shard[1] == shard[0]),
+    noisy = {i for i, s in enumerate(b.seeds_of) if len(s) > seeds}
+    mine = sorted((i for i in range(len(b.archs)) if shard is None or i % shard[1] == shard[0]),
                   key=lambda i: (i not in noisy, i))
-    jobs = [(texts[i], s) for i in mine for s in seeds_of[i]]
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=len(jobs), initial=sum(1 for job in jobs if job in done), desc="stand-alone training")
-    image_size = train_set.image_size
-    meta = {"dataset": d.dataset, "augment": training_recipe(d, train_set), "space": cfg.space.name,
-            "C": cfg.space.C, "N": cfg.space.N, "image_size": image_size,
-            "train_images": len(train_set), "test_images": len(test_set),
-            "subset_mode": d.subset_mode, "split_seed": d.split_seed, "epochs": cfg.optim.epochs,
-            "batch_size": d.batch_size, "lr": cfg.optim.lr, "weight_decay": cfg.optim.weight_decay,
-            "seeds": [cfg.run.seed + s for s in range(seeds)], "archs": str(which),
-            "noise_pick": noise_pick}
+    jobs = [(b.texts[i], s) for i in mine for s in b.seeds_of[i]]
+    bar = Progress(len(jobs), "stand-alone training", done=sum(1 for job in jobs if job in done), bar=progress)
     started = time.perf_counter()
-
-    def write_table() -> GroundTruth | None:
-        everyone = {**_read_partial(partial), **done}      # other shards' trainings too
-        rows = [(texts[i], [everyone[(texts[i], s)] for s in seeds_of[i]], index_of[a])
-                for i, a in enumerate(archs) if all((texts[i], s) in everyone for s in seeds_of[i])]
-        if not rows:
-            return None
-        table_meta = dict(meta)
-        noise = [r for r in rows if len(r[1]) > seeds]
-        if noise:
-            first = [float(np.mean(r[1][:seeds])) for r in noise]
-            second = [r[1][seeds] for r in noise]
-            table_meta["noise"] = {"archs": len(noise), "seed": cfg.run.seed + seeds,
-                                   "kendall_tau": float(kendalltau(first, second).statistic) if len(noise) > 1 else None,
-                                   "mean_abs_diff": float(np.mean(np.abs(np.subtract(first, second))))}
-        gt = GroundTruth([r[0] for r in rows], [float(np.mean(r[1][:seeds])) for r in rows], [r[2] for r in rows],
-                         dataset=d.dataset, source=str(table_path), meta=table_meta)
-        gt.write_table(table_path, extra=[{"accuracies": r[1]} for r in rows])
-        return gt
-
     gt = None
     for i in mine:
-        for seed in seeds_of[i]:
-            key = (texts[i], seed)
+        for seed in b.seeds_of[i]:
+            key = (b.texts[i], seed)
             if key in done:
                 continue
             torch.manual_seed(seed)     # the network's initialisation: a function of (arch, seed) alone
-            acc = train_standalone(supernet.standalone(archs[i]), train_set, test_batches, cfg, seed, device)
+            acc = train_standalone(b.supernet.standalone(b.archs[i]), b.train_set, b.test_batches, cfg, seed, b.device)
             done[key] = acc
             with partial.open("a") as f:       # one short line per append: shards never interleave
                 f.write(json.dumps({"arch": key[0], "seed": seed, "accuracy": acc}) + "\n")
-            if bar is not None:
-                bar.update(1)
-            else:
+            bar.update()
+            if bar.bar is None:
                 _log.info(f"{sum(1 for job in jobs if job in done)}/{len(jobs)} {key[0]} seed {seed}: {acc:.2f}% "
                           f"({time.perf_counter() - started:.0f}s)")
-        gt = write_table()
-    if bar is not None:
-        bar.close()
-    return write_table() if gt is None or shard is not None else gt
+        gt = _write_table(b, table_path, partial, done)
+    bar.close()
+    return _write_table(b, table_path, partial, done) if gt is None or shard is not None else gt

@@ -62,7 +62,7 @@ def cmd_search(args) -> int:
 
 def add_search_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "search", help="evolutionary or random search over a trained supernet under a MACs, "
+        allow_abbrev=False, name="search", help="evolutionary or random search over a trained supernet under a MACs, "
                        "parameter or latency budget",
         description="Search sub-models of a trained supernet with inherited weights. Writes "
                     "history.jsonl, best.json (an architecture file: network_from_spec rebuilds "
@@ -167,7 +167,7 @@ def cmd_latency_table(args) -> int:
 
 def add_latency_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "latency-table", help="measure a space's per-operation latency lookup table on this device",
+        allow_abbrev=False, name="latency-table", help="measure a space's per-operation latency lookup table on this device",
         description="Time every candidate operation of every layer at the search resolution on "
                     "this device (warm-up calls, then the median of timed calls, on a zero batch "
                     "of --batch-size) and calibrate the fixed part end to end; writes a JSON "
