@@ -379,6 +379,34 @@ def _cleanup(directory: str, pipe_holder: dict) -> None:
     shutil.rmtree(directory, ignore_errors=True)
 
 
+def _check_options(dataset, batch_size, num_workers, augment, device, start_method, prefetch_queue_depth) -> str:
+    """Refuse options the loader cannot serve; the dataset's kind ("files" or "arrays")."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    if augment not in AUGMENTS:
+        raise ValueError(f"augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
+    if device not in DEVICES:
+        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+    if device == "gpu" and not torch.cuda.is_available():
+        raise RuntimeError("device='gpu' needs a CUDA GPU; use device='cpu'")
+    if start_method not in (None, "fork", "spawn"):
+        raise ValueError(f"start_method must be 'fork' or 'spawn', got {start_method!r}")
+    if prefetch_queue_depth < 1:
+        raise ValueError(f"prefetch_queue_depth must be >= 1, got {prefetch_queue_depth}")
+    if not dali_available():
+        raise ImportError("data.backend 'dali' needs NVIDIA DALI: pip install "
+                          "nvidia-dali-cuda120 (or -cuda130); or use data.backend 'torch'")
+    if hasattr(dataset, "paths"):
+        return "files"
+    if isinstance(getattr(dataset, "images", None), torch.Tensor):
+        return "arrays"
+    raise TypeError(f"the DALI loader reads ImageFolderDataset (paths) or ArrayDataset "
+                    f"(images) datasets, not {type(dataset).__name__}; use the torch "
+                    "backend for other datasets")
+
+
 class DaliIndexStreamLoader:
     """A DALI pipeline, built once, that serves one index stream per epoch in order.
 
@@ -415,31 +443,8 @@ class DaliIndexStreamLoader:
                  flip: bool = True, output_size: int = 224, resize_size: int = 256,
                  num_threads: Optional[int] = None, prefetch_queue_depth: int = 2,
                  start_method: Optional[str] = None, device_id: int = 0):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-        if augment not in AUGMENTS:
-            raise ValueError(f"augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
-        if device not in DEVICES:
-            raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
-        if device == "gpu" and not torch.cuda.is_available():
-            raise RuntimeError("device='gpu' needs a CUDA GPU; use device='cpu'")
-        if start_method not in (None, "fork", "spawn"):
-            raise ValueError(f"start_method must be 'fork' or 'spawn', got {start_method!r}")
-        if prefetch_queue_depth < 1:
-            raise ValueError(f"prefetch_queue_depth must be >= 1, got {prefetch_queue_depth}")
-        if not dali_available():
-            raise ImportError("data.backend 'dali' needs NVIDIA DALI: pip install "
-                              "nvidia-dali-cuda120 (or -cuda130); or use data.backend 'torch'")
-        if hasattr(dataset, "paths"):
-            self._kind = "files"
-        elif isinstance(getattr(dataset, "images", None), torch.Tensor):
-            self._kind = "arrays"
-        else:
-            raise TypeError(f"the DALI loader reads ImageFolderDataset (paths) or ArrayDataset "
-                            f"(images) datasets, not {type(dataset).__name__}; use the torch "
-                            "backend for other datasets")
+        self._kind = _check_options(dataset, batch_size, num_workers, augment, device, start_method,
+                                    prefetch_queue_depth)
         self.dataset = dataset
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -563,49 +568,53 @@ class DaliIndexStreamLoader:
             outputs = fn.external_source(source=source, num_outputs=3 + num_params, batch=False,
                                          **es_options)
             data, labels, indices = outputs[:3]
-            params = outputs[3:]
-            out_type = types.RGB if self.channels == 3 else types.GRAY
-            if self._kind == "files":
-                decode_device = "mixed" if gpu else "cpu"
-                if self.mode == "imagenet":
-                    start, shape, mirror = params
-                    images = fn.decoders.image_slice(data, device=decode_device,
-                                                     output_type=out_type, start=start,
-                                                     shape=shape, adjust_orientation=False)
-                else:
-                    images = fn.decoders.image(data, device=decode_device, output_type=out_type,
-                                               adjust_orientation=False)
-            else:
-                images = fn.reshape(data, layout="HWC")
-                if gpu:
-                    images = images.gpu()
-                if self.mode == "imagenet":
-                    start, shape, mirror = params
-                    images = fn.slice(images, start=start, shape=shape, axis_names="WH")
-            cmn = dict(dtype=types.FLOAT, output_layout="CHW",
-                       mean=[m * 255.0 for m in self.mean], std=[s * 255.0 for s in self.std])
-            if self.mode == "cifar":
-                start, mirror = params
-                images = fn.slice(images, start=start, shape=[self.crop_size, self.crop_size],
-                                  axis_names="WH", out_of_bounds_policy="pad", fill_values=0)
-                images = fn.crop_mirror_normalize(images, mirror=mirror, **cmn)
-            elif self.mode == "imagenet":
-                images = fn.resize(images, size=[self.output_size, self.output_size],
-                                   interp_type=types.INTERP_LINEAR, antialias=True)
-                images = fn.crop_mirror_normalize(images, mirror=mirror, **cmn)
-            elif self.mode == "imagenet_eval":
-                images = fn.resize(images, resize_shorter=self.resize_size,
-                                   interp_type=types.INTERP_LINEAR, antialias=True)
-                images = fn.crop_mirror_normalize(
-                    images, crop=(self.output_size, self.output_size), **cmn)
-            else:
-                images = fn.crop_mirror_normalize(images, **cmn)
-            pipe.set_outputs(images, labels, indices)
+            pipe.set_outputs(self._images(fn, types, data, outputs[3:], gpu), labels, indices)
         pipe.build()  # starts the worker processes (forked now, before any CUDA use by DALI)
         self._pipe = pipe
         self._holder["pipe"] = pipe
         self._dali_epoch = 0
         self.builds += 1
+
+    def _images(self, fn, types, data, params, gpu: bool):
+        """The pipeline's graph from a sample's bytes (or pixels) to the normalised image: decode
+        (files) or reshape (arrays), then the recipe's crop/flip or resize, then normalisation."""
+        out_type = types.RGB if self.channels == 3 else types.GRAY
+        if self._kind == "files":
+            decode_device = "mixed" if gpu else "cpu"
+            if self.mode == "imagenet":
+                start, shape, mirror = params
+                images = fn.decoders.image_slice(data, device=decode_device,
+                                                 output_type=out_type, start=start,
+                                                 shape=shape, adjust_orientation=False)
+            else:
+                images = fn.decoders.image(data, device=decode_device, output_type=out_type,
+                                           adjust_orientation=False)
+        else:
+            images = fn.reshape(data, layout="HWC")
+            if gpu:
+                images = images.gpu()
+            if self.mode == "imagenet":
+                start, shape, mirror = params
+                images = fn.slice(images, start=start, shape=shape, axis_names="WH")
+        cmn = dict(dtype=types.FLOAT, output_layout="CHW",
+                   mean=[m * 255.0 for m in self.mean], std=[s * 255.0 for s in self.std])
+        if self.mode == "cifar":
+            start, mirror = params
+            images = fn.slice(images, start=start, shape=[self.crop_size, self.crop_size],
+                              axis_names="WH", out_of_bounds_policy="pad", fill_values=0)
+            images = fn.crop_mirror_normalize(images, mirror=mirror, **cmn)
+        elif self.mode == "imagenet":
+            images = fn.resize(images, size=[self.output_size, self.output_size],
+                               interp_type=types.INTERP_LINEAR, antialias=True)
+            images = fn.crop_mirror_normalize(images, mirror=mirror, **cmn)
+        elif self.mode == "imagenet_eval":
+            images = fn.resize(images, resize_shorter=self.resize_size,
+                               interp_type=types.INTERP_LINEAR, antialias=True)
+            images = fn.crop_mirror_normalize(
+                images, crop=(self.output_size, self.output_size), **cmn)
+        else:
+            images = fn.crop_mirror_normalize(images, **cmn)
+        return images
 
     def _teardown(self) -> None:
         pipe, self._pipe = self._pipe, None

@@ -130,22 +130,16 @@ def gradient_variance(model, path_sampler, data_sampler, dataset, cfg_like, num_
     ``breakdown`` ``by_layer`` {"shared" | "layer l": trace part} and ``by_slot`` [layers][cands]
     trace parts of the candidate operations (sum over cells)."""
     if num_draws < max(2, ddof + 1):
-        raise ValueError(f"num_draws must be at least {max(2, ddof + 1)} to estimate a variance, "
-                         f"got {num_draws}")
+        raise ValueError(f"num_draws must be at least {max(2, ddof + 1)} to estimate a variance, got {num_draws}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    seed = int(_get(cfg_like, "run", "seed", 0))
+    seed, batch_size, label_smoothing, unbiased, num_workers = _options(cfg_like, len(dataset))
     if generator is None:
         generator = torch.Generator().manual_seed((seed * 1_000_003 + epoch * 104_729 + 977) % (2**63))
-    batch_size = min(int(_get(cfg_like, "data", "batch_size", 64)), len(dataset))
-    label_smoothing = float(_get(cfg_like, "optim", "label_smoothing", 0.0))
-    unbiased = bool(_get(cfg_like, "method", "unbiased", False))
-    num_workers = int(_get(cfg_like, "data", "num_workers", 0))
 
     params = [p for p in model.parameters() if p.requires_grad]
     sizes = [p.numel() for p in params]
     total = sum(sizes)
-    mean = torch.zeros(total, dtype=torch.float64, device=device)
-    m2 = torch.zeros(total, dtype=torch.float64, device=device)
+    mean, m2 = (torch.zeros(total, dtype=torch.float64, device=device) for _ in range(2))
 
     with preserved_training_state(model):
         paths, stream = draw_pairs(path_sampler, data_sampler, num_draws, batch_size, generator)
@@ -155,27 +149,11 @@ def gradient_variance(model, path_sampler, data_sampler, dataset, cfg_like, num_
         model.train()
         k = 0
         # the inputs the training step would give this model (run.dtype, run.channels_last)
-        dtype = params[0].dtype
-        memory_format = torch.channels_last if _get(cfg_like, "run", "channels_last", False) \
-            else torch.contiguous_format
-        for k, (images, labels, indices) in enumerate(loader, start=1):
-            images = images.to(device, dtype=dtype, non_blocking=True, memory_format=memory_format)
-            labels = labels.to(device, non_blocking=True)
-            arch = tuple(paths[k - 1].tolist())
-            for p in params:
-                p.grad = None
-            logits = model(images, arch)
-            per_sample, _ = ops.cross_entropy_with_importance(logits, labels, label_smoothing)
-            if unbiased:
-                weights = data_sampler.importance_weights(indices.to(device)) * path_weights[k - 1].to(device)
-                loss = (per_sample * weights).mean()
-            else:
-                loss = per_sample.mean()
-            loss.backward()
-            if clip:
-                torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], clip)
-            g = torch.cat([(p.grad.detach().reshape(-1) if p.grad is not None
-                            else torch.zeros(p.numel(), device=device)).to(torch.float64) for p in params])
+        memory_format = torch.channels_last if _get(cfg_like, "run", "channels_last", False) else torch.contiguous_format
+        for k, batch in enumerate(loader, start=1):
+            weight = None if path_weights is None else path_weights[k - 1].to(device)
+            g = _draw_gradient(model, params, batch, tuple(paths[k - 1].tolist()), data_sampler, weight,
+                               label_smoothing, clip, device, memory_format)
             delta = g - mean
             mean.add_(delta, alpha=1.0 / k)
             m2.addcmul_(delta, g - mean)
@@ -189,22 +167,56 @@ def gradient_variance(model, path_sampler, data_sampler, dataset, cfg_like, num_
               "num_parameters": total, "num_draws": num_draws, "ddof": ddof, "batch_size": batch_size,
               "clip": clip, "unbiased": unbiased}
     if breakdown:
-        per_tensor = torch.stack([seg.sum() for seg in var_sum.split(sizes)]).tolist()
-        mask = getattr(path_sampler, "candidate_mask", None)
-        n_layers, n_cands = (tuple(mask.shape) if mask is not None else (0, 0))
-        by_slot = [[0.0] * n_cands for _ in range(n_layers)]
-        by_layer: dict[str, float] = {"shared": 0.0}
-        for p, v in zip(params, per_tensor):
-            slot = slots.get(id(p))
-            if slot is None or not n_cands:
-                by_layer["shared"] += v
-                continue
-            layer, cand = divmod(slot, n_cands)
-            by_slot[layer][cand] += v
-            by_layer[f"layer {layer}"] = by_layer.get(f"layer {layer}", 0.0) + v
-        result["by_layer"] = by_layer
-        result["by_slot"] = by_slot
+        result.update(_breakdown(params, sizes, var_sum, slots, path_sampler))
     return result
+
+
+def _options(cfg_like, num_samples: int) -> tuple[int, int, float, bool, int]:
+    """(run.seed, batch size, label smoothing, method.unbiased, data.num_workers) of ``cfg_like``."""
+    return (int(_get(cfg_like, "run", "seed", 0)), min(int(_get(cfg_like, "data", "batch_size", 64)), num_samples),
+            float(_get(cfg_like, "optim", "label_smoothing", 0.0)), bool(_get(cfg_like, "method", "unbiased", False)),
+            int(_get(cfg_like, "data", "num_workers", 0)))
+
+
+def _draw_gradient(model, params, batch, arch, data_sampler, path_weight, label_smoothing, clip, device,
+                   memory_format) -> torch.Tensor:
+    """One draw's stochastic gradient, flattened to float64 (zeros for parameters off the path)."""
+    images, labels, indices = batch
+    images = images.to(device, dtype=params[0].dtype, non_blocking=True, memory_format=memory_format)
+    labels = labels.to(device, non_blocking=True)
+    for p in params:
+        p.grad = None
+    logits = model(images, arch)
+    per_sample, _ = ops.cross_entropy_with_importance(logits, labels, label_smoothing)
+    if path_weight is not None:
+        weights = data_sampler.importance_weights(indices.to(device)) * path_weight
+        loss = (per_sample * weights).mean()
+    else:
+        loss = per_sample.mean()
+    loss.backward()
+    if clip:
+        torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], clip)
+    return torch.cat([(p.grad.detach().reshape(-1) if p.grad is not None
+                       else torch.zeros(p.numel(), device=device)).to(torch.float64) for p in params])
+
+
+def _breakdown(params, sizes, var_sum, slots: dict, path_sampler) -> dict:
+    """The variance's trace by layer ("shared" for the parameters every path uses) and by
+    candidate slot."""
+    per_tensor = torch.stack([seg.sum() for seg in var_sum.split(sizes)]).tolist()
+    mask = getattr(path_sampler, "candidate_mask", None)
+    n_layers, n_cands = (tuple(mask.shape) if mask is not None else (0, 0))
+    by_slot = [[0.0] * n_cands for _ in range(n_layers)]
+    by_layer: dict[str, float] = {"shared": 0.0}
+    for p, v in zip(params, per_tensor):
+        slot = slots.get(id(p))
+        if slot is None or not n_cands:
+            by_layer["shared"] += v
+            continue
+        layer, cand = divmod(slot, n_cands)
+        by_slot[layer][cand] += v
+        by_layer[f"layer {layer}"] = by_layer.get(f"layer {layer}", 0.0) + v
+    return {"by_layer": by_layer, "by_slot": by_slot}
 
 
 def measure_epoch_gv(model, path_sampler, data_sampler, train_set, cfg, out_dir, device, draws: int,

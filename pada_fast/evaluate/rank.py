@@ -22,6 +22,7 @@ from pada_fast.data.datasets import training_recipe
 from pada_fast.files import write_atomic, write_json_atomic, write_text_atomic
 from pada_fast import checkpoint
 from pada_fast.devices import resolve_device
+from pada_fast.errors import ConfigError
 from pada_fast.experiment import load_run
 
 from pada_fast.log import get_logger
@@ -68,7 +69,7 @@ def rank_supernet(checkpoint_path: str | Path, out_dir: str | Path, ground_truth
     r = cfg.rank
     ground_truth = ground_truth or r.ground_truth
     if not ground_truth:
-        raise ValueError("no ground truth given: pass --ground-truth or set rank.ground_truth in the config")
+        raise ConfigError("no ground truth given: pass --ground-truth or set rank.ground_truth in the config")
     gt_dataset = gt_dataset or r.gt_dataset
     seed = r.seed if seed is None else seed
     # The whole table is read and every architecture parsed before any evaluation.
@@ -88,13 +89,45 @@ def rank_supernet(checkpoint_path: str | Path, out_dir: str | Path, ground_truth
         "table_size": len(gt), "precision": precision, **held.protocol,
         "checkpoint_sha256": checkpoint_digest(state),
     }
-
     out.mkdir(parents=True, exist_ok=True)
-    evaluated_rows = selection.evaluated_rows
+    paths, todo, elapsed = _evaluate(engine, selection, log_path, protocol, resume, progress)
+    predicted = np.array([engine.accuracy(selection.archs[rep]) for rep in selection.representative])
+    true = selection.table.accuracies
+    metrics = selection_metrics(selection, predicted)
+    metrics.update({
+        "checkpoint": str(checkpoint_path), "method": cfg.method.name, **protocol,
+        "num_archs": len(true), "architectures_evaluated": int(len(selection.evaluated_rows)),
+        "distinct_paths": paths, "paths_evaluated_now": todo, "paths_from_resume": paths - todo,
+        **recipes, "shared_work": engine.sharing, "device": str(dev), "seconds": elapsed,
+        "paths_per_second": todo / elapsed if elapsed > 0 and todo else None,
+    })
+    _write_predictions(out / "predictions.csv", selection, predicted)
+    write_json_atomic(out / "metrics.json", metrics, indent=2)
+    scatter_plot(predicted, true, out / "scatter.png",
+                 title=f"{cfg.method.name}: supernet vs ground truth ({len(true)} archs, {selection.protocol})")
+    metrics["scatter"] = str(out / "scatter.png")
+    return metrics
+
+
+def selection_metrics(selection, predicted: np.ndarray) -> dict:
+    """Kendall's tau, Spearman's rho and P@Top-k% of ``predicted`` over the selection's table (and
+    over its isomorphism classes' representatives, for ``unique``)."""
+    true = selection.table.accuracies
+    metrics = ranking_metrics(predicted, true)
+    metrics["over"] = f"{len(true)} architectures"
+    if selection.classes is not None:
+        metrics["classes"] = {**ranking_metrics(predicted[selection.classes], true[selection.classes]),
+                              "over": f"{len(selection.classes)} isomorphism classes (representatives)"}
+    return metrics
+
+
+def _evaluate(engine, selection, log_path: Path, protocol: dict, resume: bool, progress) -> tuple[int, int, float]:
+    """Every distinct path of the selection evaluated once (those of a resumed log read back),
+    each appended to the log as it finishes; (distinct paths, evaluated now, seconds)."""
     done = _read_log(log_path, protocol) if resume and log_path.exists() else {}
     for key, correct in done.items():
         engine.remember(key, correct)
-    keys = [engine.key(selection.archs[row]) for row in evaluated_rows]
+    keys = [engine.key(selection.archs[row]) for row in selection.evaluated_rows]
     todo = len(set(keys) - set(done))
     paths = len(set(keys))
     bar = Progress(paths, "ranking (distinct paths)", done=paths - todo, bar=progress)
@@ -106,28 +139,7 @@ def rank_supernet(checkpoint_path: str | Path, out_dir: str | Path, ground_truth
                 appender.write(key, done[key])
                 bar.update()
     bar.close()
-    elapsed = time.perf_counter() - started
-
-    predicted = np.array([engine.accuracy(selection.archs[rep]) for rep in selection.representative])
-    true = selection.table.accuracies
-    metrics = ranking_metrics(predicted, true)
-    metrics["over"] = f"{len(true)} architectures"
-    if selection.classes is not None:
-        metrics["classes"] = {**ranking_metrics(predicted[selection.classes], true[selection.classes]),
-                              "over": f"{len(selection.classes)} isomorphism classes (representatives)"}
-    metrics.update({
-        "checkpoint": str(checkpoint_path), "method": cfg.method.name, **protocol,
-        "num_archs": len(true), "architectures_evaluated": int(len(evaluated_rows)),
-        "distinct_paths": paths, "paths_evaluated_now": todo, "paths_from_resume": paths - todo,
-        **recipes, "shared_work": engine.sharing, "device": str(dev), "seconds": elapsed,
-        "paths_per_second": todo / elapsed if elapsed > 0 and todo else None,
-    })
-    _write_predictions(out / "predictions.csv", selection, predicted)
-    write_json_atomic(out / "metrics.json", metrics, indent=2)
-    scatter_plot(predicted, true, out / "scatter.png",
-                 title=f"{cfg.method.name}: supernet vs ground truth ({len(true)} archs, {selection.protocol})")
-    metrics["scatter"] = str(out / "scatter.png")
-    return metrics
+    return paths, todo, time.perf_counter() - started
 
 
 def compare_recipes(state: dict, cfg, heldout_set, gt) -> dict:
