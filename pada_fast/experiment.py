@@ -61,11 +61,18 @@ def build_model(cfg: Config, num_classes: int, in_channels: int):
     defaults; the reproduction keys, see :mod:`pada_fast.reproduce`) are resolved here and written
     back into ``cfg``, so the saved config records what ran and a resumed run compares equal."""
     entry = SPACES.get(cfg.space.name)
-    if cfg.space.bn_mode == "auto":
-        cfg.space.bn_mode = entry.default_bn_mode
+    resolve_bn_mode(cfg)
     resolve_granularity(cfg)
     resolve_reproduction(cfg)
     return build_supernet(cfg.space.name, **entry.from_config(cfg.space, num_classes, in_channels))
+
+
+def resolve_bn_mode(cfg: Config, standalone: bool = False) -> str:
+    """``space.bn_mode`` with ``auto`` resolved (written back): the space's supernet default, or
+    running statistics for a stand-alone network (``standalone``)."""
+    if cfg.space.bn_mode == "auto":
+        cfg.space.bn_mode = "running" if standalone else SPACES.get(cfg.space.name).default_bn_mode
+    return cfg.space.bn_mode
 
 
 def resolve_granularity(cfg: Config) -> str:
@@ -117,4 +124,4 @@ def load_run(checkpoint_path: str | Path, device: torch.device | str = "cpu") ->
 
 
 __all__ = ["LoadedRun", "build_model", "build_optimizer", "build_samplers", "cosine_lr", "epoch_generator",
-           "load_run", "resolve_granularity"]
+           "load_run", "resolve_bn_mode", "resolve_granularity"]

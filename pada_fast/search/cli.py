@@ -119,15 +119,14 @@ def latency_supernet(args):
     from pada_fast.config import load_config
     from pada_fast.registry import SPACES
     from pada_fast.spaces import build_supernet
+    from pada_fast.experiment import load_run, resolve_bn_mode
     if args.checkpoint:
-        from pada_fast.experiment import load_run
         return load_run(args.checkpoint, "cpu").model
     cfg = load_config(args.config, args.set or [])
     if args.space:
         cfg.space.name = args.space
     entry = SPACES.get(cfg.space.name)
-    if cfg.space.bn_mode == "auto":
-        cfg.space.bn_mode = entry.default_bn_mode
+    resolve_bn_mode(cfg)
     classes = args.num_classes or entry.default_classes
     return build_supernet(cfg.space.name, **entry.from_config(cfg.space, classes, args.in_channels))
 

@@ -62,8 +62,8 @@ def latency_quantile(model, latency, percent: float, seed: int, draws: int = 100
 
 
 def _budget(model, cfg, out: Path, resolution, max_macs, max_params, max_latency_ms, latency_table, seed, log):
-    """The cost table (written to ``out``) and the search's budget; a latency budget ``"P%"`` is
-    the table latency P% of random architectures meet."""
+    """The cost table (written to ``out``), the search's budget and its latency limit in ms (a
+    latency budget ``"P%"`` is the table latency P% of random architectures meet)."""
     resolution = resolution or getattr(cfg.space, "resolution", None)
     table = build_cost_table(model, resolution)
     table.save(out / "cost_table.json")
@@ -84,7 +84,7 @@ def _budget(model, cfg, out: Path, resolution, max_macs, max_params, max_latency
     log(f"search space {model.space_name}: {model.num_layers} layers, MACs "
         f"{low / 1e6:.2f}M..{high / 1e6:.2f}M at {table.resolution}x{table.resolution}; "
         f"budget: {budget.describe()}")
-    return table, budget
+    return table, budget, max_latency_ms
 
 
 def _fitness(model, cfg, state, dev, split, eval_subset, batch_size, recalibrate_batches, data_root, seed, log):
@@ -137,8 +137,8 @@ def run_search(checkpoint: str | Path, out_dir: str | Path, algorithm: str = "ev
     run = load_run(checkpoint, dev)
     model, cfg, state = run.model, run.cfg, run.state
     model.eval()
-    table, budget = _budget(model, cfg, out, resolution, max_macs, max_params, max_latency_ms, latency_table,
-                            seed, log)
+    table, budget, max_latency_ms = _budget(model, cfg, out, resolution, max_macs, max_params, max_latency_ms,
+                                            latency_table, seed, log)
     split = eval_split or cfg.data.eval_split
     fitness, held, calib = _fitness(model, cfg, state, dev, split, eval_subset, batch_size, recalibrate_batches,
                                     data_root, seed, log)

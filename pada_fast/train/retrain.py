@@ -28,7 +28,7 @@ from torch import nn
 
 from pada_fast.architecture import FORMAT as ARCH_FORMAT, load_arch
 from pada_fast.config import Config, ConfigError
-from pada_fast.experiment import resolve_granularity
+from pada_fast.experiment import resolve_bn_mode, resolve_granularity
 from pada_fast.files import write_json_atomic
 from pada_fast.log import get_logger
 from pada_fast.registry import SPACES
@@ -213,8 +213,7 @@ class RetrainTrainer(TrainingRun):
         self.spec = retrain_spec(cfg, num_classes, in_channels)
         self.spec["input_shape"] = [int(v) for v in self.train_set[0][0].shape]
         cfg.space.name = self.spec["space"]
-        if cfg.space.bn_mode == "auto":
-            cfg.space.bn_mode = "running"
+        resolve_bn_mode(cfg, standalone=True)
         resolve_granularity(cfg)
         resolve_reproduction(cfg)
         try:
