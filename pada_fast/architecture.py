@@ -26,6 +26,7 @@ from typing import Sequence
 from torch import nn
 
 from pada_fast.files import write_json_atomic
+from pada_fast.spaces import build_network
 
 FORMAT = "pada_fast.arch/1"
 
@@ -54,7 +55,6 @@ def network_from_spec(spec: dict, **overrides) -> nn.Module:
     ``dropout=0.1`` for ProxylessNAS, ``C=36, num_cells=20, drop_path_prob=0.2`` for DARTS)."""
     if not isinstance(spec, dict):
         spec = load_arch(spec)
-    from pada_fast.spaces import build_network
     return build_network(spec["space"], **{**spec["network"]["kwargs"], **overrides})
 
 

@@ -40,7 +40,14 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
-from pada_fast.errors import CheckpointError, CorruptCheckpoint, DiskFullError, IncompatibleCheckpoint, is_disk_full
+from pada_fast.config import Config
+from pada_fast.errors import (
+    CheckpointError,  # noqa: F401 - re-exported: callers catch checkpoint.CheckpointError
+    CorruptCheckpoint,
+    DiskFullError,
+    IncompatibleCheckpoint,
+    is_disk_full,
+)
 from pada_fast.files import _fsync_dir, write_atomic
 from pada_fast.log import get_logger
 
@@ -219,7 +226,6 @@ def config_differences(saved: dict, current, sections: Iterable[str] = CHECKED_S
     """``section.key=saved (now current)`` for every checked key that differs. ``saved`` is a
     checkpoint's config dict; keys it lacks (written before the key existed) take the current
     release's default."""
-    from pada_fast.config import Config
     defaults = dataclasses.asdict(Config())
     now = _config_values(current)
     ignore = set(ignore)

@@ -16,6 +16,8 @@ from typing import Any
 import yaml
 
 from pada_fast.errors import ConfigError
+from pada_fast.files import write_text_atomic
+from pada_fast.registry import registered
 
 
 class _Loader(yaml.SafeLoader):
@@ -45,7 +47,6 @@ def choice(default, *allowed, help: str = "", registry: str | None = None):
 def allowed_choices(f: dataclasses.Field) -> tuple:
     """The values config field ``f`` accepts (empty: any value of its type)."""
     if f.metadata.get("registry"):
-        from pada_fast.registry import registered
         return registered(f.metadata["registry"])
     return tuple(f.metadata.get("choices") or ())
 
@@ -245,7 +246,6 @@ class Config:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
-        from pada_fast.files import write_text_atomic
         write_text_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 

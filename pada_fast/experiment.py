@@ -15,9 +15,9 @@ import torch
 
 from pada_fast import checkpoint
 from pada_fast.config import Config, config_from_dict
+from pada_fast.registry import OPTIMIZERS, SPACES
 from pada_fast.reproduce import resolve_reproduction
 from pada_fast.sampling import build_data_sampler, build_path_sampler
-from pada_fast.registry import OPTIMIZERS, SPACES
 from pada_fast.spaces import build_supernet
 
 

@@ -85,6 +85,7 @@ from pada_fast.errors import DataError
 from pada_fast.files import write_atomic
 
 from . import transforms as T
+from .decode import decode_image_file
 from .loader import as_stream
 
 AUGMENTS = ("cifar", "imagenet", "none")
@@ -811,7 +812,6 @@ class DaliIndexStreamLoader:
             raise err
         if self._kind == "files":
             # Batches in flight: the one being consumed and those DALI prefetched after it.
-            from .decode import decode_image_file
 
             depth = 2 * self.prefetch_queue_depth + 2
             first = batch * self.batch_size

@@ -24,7 +24,9 @@ from pada_fast.errors import ConfigError
 from pada_fast.log import get_logger
 from pada_fast.registry import DATA_BACKENDS
 
+from .dali_loader import build_dali_loader
 from .datasets import build_split, recipe_of
+from .device_data import DeviceResidentDataset
 from .loader import build_loader, shard_positions
 
 _log = get_logger(__name__)
@@ -103,7 +105,6 @@ class DeviceBackend:
     def batches(self, stream, epoch, positions):
         d, shard = self.data, self.data.shard
         if self.resident is None:       # decoded at the first epoch, kept for the run
-            from .device_data import DeviceResidentDataset
             self.resident = DeviceResidentDataset(d.train_set, d.device, num_workers=d.cfg.num_workers)
             if shard.rank == 0:
                 _log.info(f"data.backend=device: {len(self.resident)} training images on {d.device} "
@@ -135,7 +136,6 @@ class DaliBackend:
     def batches(self, stream, epoch, positions):
         d, shard = self.data, self.data.shard
         if self.loader is None:
-            from .dali_loader import build_dali_loader      # optional: DALI
             gpu = d.device.type == "cuda"
             self.loader = build_dali_loader(
                 d.train_set, stream, shard.local_batch, num_workers=max(d.cfg.num_workers, 1),

@@ -15,9 +15,14 @@ from typing import Callable
 import torch
 from torch import nn
 
+from pada_fast import checkpoint
 from pada_fast.architecture import network_from_spec, space_kwargs_differences
+from pada_fast.data.datasets import build_split
+from pada_fast.experiment import load_run
 from pada_fast.log import get_logger
 from pada_fast.registry import SPACES
+from pada_fast.search.supernet_search import has_running_bn, shuffled_batches
+from pada_fast.spaces.batchnorm import recalibrate_bn
 
 _log = get_logger(__name__)
 
@@ -55,9 +60,6 @@ def _arch_of(spec: dict, supernet) -> tuple[int, ...]:
 
 
 def _from_supernet(spec: dict, checkpoint_path, recalibrate_batches: int, seed: int) -> ExportSource:
-    from pada_fast.experiment import load_run
-    from pada_fast.search.supernet_search import has_running_bn, shuffled_batches
-    from pada_fast.spaces.batchnorm import recalibrate_bn
     run = load_run(checkpoint_path, "cpu")
     supernet = run.model.eval()
     if spec["space"] != supernet.space_name:
@@ -73,7 +75,6 @@ def _from_supernet(spec: dict, checkpoint_path, recalibrate_batches: int, seed: 
     network = supernet.extract(arch)
     weights = f"inherited from the supernet {checkpoint_path}"
     if has_running_bn(supernet) and recalibrate_batches > 0:
-        from pada_fast.data.datasets import build_split
         d = run.cfg.data
         batches = shuffled_batches(build_split(d, "train", subset=d.train_subset), d.batch_size,
                                    recalibrate_batches, "cpu", seed)
@@ -88,7 +89,6 @@ def _from_supernet(spec: dict, checkpoint_path, recalibrate_batches: int, seed: 
 
 
 def _from_retrained(spec: dict, weights_path) -> ExportSource:
-    from pada_fast import checkpoint
     state = checkpoint.load(weights_path)
     retrained = state.get("retrain")
     if not retrained:

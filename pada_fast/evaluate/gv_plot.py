@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+from .plots import _save
+
 
 def group_mean(runs: Sequence[Sequence[tuple[int, float]]]) -> list[tuple[int, float]]:
     """Per-epoch arithmetic mean over runs, for the epochs every run has."""
@@ -22,7 +24,6 @@ def gv_plot(runs: Mapping[str, Sequence[tuple[int, float]]], path, title: str = 
     ``path`` (PNG, matplotlib's Agg canvas, no display needed)."""
     from matplotlib.figure import Figure
 
-    from .plots import _save
 
     if not runs:
         raise ValueError("gv_plot needs at least one run")

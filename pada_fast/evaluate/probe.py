@@ -28,7 +28,9 @@ from .ground_truth import load_ground_truth
 from .heldout import load_heldout
 from .inherited import to_channels_last
 from .metrics import kendall_tau, precision_at_top
+from .plots import _save
 from .protocols import select
+from .table_builder import select_archs
 
 ARCHS_FILE = "probe_archs.txt"
 LOG_FILE = "probe.jsonl"
@@ -37,7 +39,6 @@ PLOT_FILE = "probe.png"
 
 def distinct_random_archs(supernet, n: int, seed: int) -> list[tuple[int, ...]]:
     """``n`` functionally distinct architectures of ``supernet``'s space, drawn with ``seed``."""
-    from .table_builder import select_archs
     return select_archs(supernet, n, seed)
 
 
@@ -101,7 +102,6 @@ def probe_plot(records: list[dict], path, title: str = "") -> str:
     """Tau against the table (when the probe has one) and the stability tau, against epochs."""
     from matplotlib.figure import Figure
 
-    from .plots import _save
 
     figure = Figure(figsize=(5.5, 4))
     axes = figure.add_subplot()

@@ -27,7 +27,6 @@ from pada_fast.data.datasets import build_split, training_recipe
 from pada_fast.data.loader import build_loader
 from pada_fast.devices import resolve_device
 from pada_fast.experiment import build_model, build_optimizer, cosine_lr, epoch_generator
-
 from pada_fast.log import get_logger
 
 from .ground_truth import GroundTruth

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import torch
 
+from pada_fast import __version__
+from pada_fast.files import write_text_atomic
+
 # The kernel sources: shipped inside an installed wheel, or csrc/ of a source checkout.
 _CANDIDATES = (Path(__file__).resolve().parents[1] / "_csrc", Path(__file__).resolve().parents[2] / "csrc")
 REPO_CSRC = next((c for c in _CANDIDATES if (c / "ops.cpp").is_file()), _CANDIDATES[-1])
@@ -54,13 +57,11 @@ def _jit_build() -> None:
     cache = Path(os.environ.get("PADA_FAST_CACHE", Path.home() / ".cache" / "pada_fast"))
     build_dir = cache / f"torch{torch.__version__}{'-cuda' if cuda else '-cpu'}"
     build_dir.mkdir(parents=True, exist_ok=True)
-    from pada_fast import __version__
     archs = ".".join(map(str, torch.cuda.get_device_capability())) if cuda else ""
     config = (f'#pragma once\n#define PADA_FAST_VERSION "{__version__}"\n'
               f'#define PADA_FAST_TORCH_VERSION "{torch.__version__}"\n#define PADA_FAST_CUDA_ARCHS "{archs}"\n')
     header = build_dir / "build_config.h"
     if not header.exists() or header.read_text() != config:
-        from pada_fast.files import write_text_atomic
         write_text_atomic(header, config)   # ranks building at once never read half a header
     cpp_extension.load(
         name="pada_fast_jit", sources=sources, extra_cflags=flags + ["-fopenmp"],

@@ -35,6 +35,7 @@ from torch import nn
 
 from pada_fast.architecture import plain_space_kwargs, space_kwargs_differences
 from pada_fast.files import write_json_atomic
+from pada_fast.spaces import build_network
 
 from .flops import candidate_input_shapes, default_resolution, input_channels, summed_layers
 
@@ -97,7 +98,6 @@ def networks_latency_ms(networks: Sequence[nn.Module], input_shape: Sequence[int
 def standalone_network(net, arch: Sequence[int]) -> nn.Module:
     """The stand-alone network of ``arch`` of supernet ``net`` (fresh weights; timing does not
     depend on their values), on the supernet's device, in eval mode."""
-    from pada_fast.spaces import build_network
     param = next(net.parameters())
     return build_network(net.space_name, **net.network_kwargs(arch)).to(param.device).eval()
 

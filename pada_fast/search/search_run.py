@@ -27,11 +27,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 from pada_fast.files import write_atomic, write_json_atomic
-
 from pada_fast.log import get_logger
 
 from .budget import Budget
 from .operators import arch_key
+from .plots import search_plot
 
 Arch = tuple[int, ...]
 STATE_FILE = "search_state.json"
@@ -202,7 +202,6 @@ class SearchRun:
         # The figure is redrawn at the end and at most every PLOT_INTERVAL seconds before.
         if final or time.perf_counter() - self._last_plot >= PLOT_INTERVAL:
             try:
-                from .plots import search_plot
                 files["plot"] = search_plot(self.records, out / "search.png",
                                             step_name=self.step_name, max_macs=self.budget.max_macs,
                                             title=f"{self.algorithm} on {self.settings['space']}")

@@ -31,7 +31,6 @@ from .budget import Budget
 from .evolution import evolution_search
 from .export import arch_spec
 from .fitness import GroundTruthLookup, InheritedFitness
-
 from .flops import build_cost_table
 from .latency import load_latency_table
 from .random_search import random_search

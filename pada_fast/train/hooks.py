@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from pada_fast.evaluate import probe as probe_module
+from pada_fast.evaluate.gradient_variance import measure_epoch_gv
+from pada_fast.evaluate.probe import LOG_FILE
 from pada_fast.files import write_text_atomic
 
 from .fault_injection import inject_fault
@@ -182,7 +185,6 @@ class GradientVarianceHook(HookBase):
         t = self.trainer
         if not t.cfg.run.gv_draws or t.dist.world_size != 1 or t.path_sampler is None:
             return
-        from pada_fast.evaluate.gradient_variance import measure_epoch_gv
         row["gv"] = measure_epoch_gv(t.model, t.path_sampler, t.data_sampler, t.train_set, t.cfg,
                                      t.out_dir, t.device, t.cfg.run.gv_draws, epoch)["gv"]
 
@@ -212,7 +214,6 @@ class RankingProbeHook(HookBase):
         self.previous, self.stable, self.probes = state["previous"], int(state["stable"]), int(state["probes"])
         t = self.trainer
         if t.dist.is_main:          # a probe written after the checkpoint is taken again
-            from pada_fast.evaluate.probe import LOG_FILE
             path = t.out_dir / LOG_FILE
             if path.exists():
                 lines = [line for line in path.read_text().splitlines() if line.strip()][: self.probes]
@@ -226,7 +227,6 @@ class RankingProbeHook(HookBase):
         row.update(probe_tau=None, probe_p_top5=None, probe_stability=None)
         if (epoch + 1) % p.every and epoch + 1 != t.cfg.optim.epochs:
             return
-        from pada_fast.evaluate import probe as probe_module
         started = time.perf_counter()
         if self.probe is None:
             self.probe = probe_module.RankingProbe(t.model, t.cfg, t.train_set.classes, t.train_set.num_classes,

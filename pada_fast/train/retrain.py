@@ -26,14 +26,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pada_fast.architecture import FORMAT as ARCH_FORMAT, load_arch
+from pada_fast.architecture import FORMAT as ARCH_FORMAT
+from pada_fast.architecture import load_arch
 from pada_fast.config import Config, ConfigError
+from pada_fast.data.datasets import build_split
+from pada_fast.data.loader import build_loader
 from pada_fast.experiment import resolve_bn_mode, resolve_granularity
 from pada_fast.files import write_json_atomic
 from pada_fast.log import get_logger
 from pada_fast.registry import SPACES
 from pada_fast.reproduce import resolve_reproduction
 from pada_fast.sampling.data import UniformDataSampler
+from pada_fast.search.flops import network_cost
+from pada_fast.spaces import build_network
 
 from .hooks import HookBase
 from .run import TrainingRun
@@ -155,7 +160,6 @@ class EMAHook(HookBase):
 def heldout_accuracy(network: nn.Module, test_set, batch_size: int, device, num_workers: int = 0,
                   memory_format=torch.contiguous_format, autocast=None) -> tuple[float, float]:
     """(top-1 accuracy in percent, mean cross-entropy) of ``network`` in eval mode on ``test_set``."""
-    from pada_fast.data.loader import build_loader
     was_training = network.training
     network.eval()
     correct = torch.zeros((), dtype=torch.long, device=device)
@@ -208,7 +212,6 @@ class RetrainTrainer(TrainingRun):
 
     # -- what is trained ---------------------------------------------------------------------------
     def build_model(self, num_classes: int, in_channels: int) -> nn.Module:
-        from pada_fast.spaces import build_network
         cfg = self.cfg
         self.spec = retrain_spec(cfg, num_classes, in_channels)
         self.spec["input_shape"] = [int(v) for v in self.train_set[0][0].shape]
@@ -261,7 +264,6 @@ class RetrainTrainer(TrainingRun):
 
     # -- set-up, checkpoints ------------------------------------------------------------------------
     def _setup(self, resume: bool) -> None:
-        from pada_fast.data.datasets import build_split
         super()._setup(resume)   # builds the model (build_model) and, on resume, loads it
         d = self.cfg.data
         self.test_set = build_split(d, d.eval_split, subset=d.eval_subset)
@@ -297,7 +299,6 @@ class RetrainTrainer(TrainingRun):
     def _write_result(self, result: dict) -> None:
         """``retrained.json``: the architecture file of the trained network, its last test
         accuracy and where its weights are."""
-        from pada_fast.search.flops import network_cost
         last = result.get("last") or {}
         spec = {k: v for k, v in self.spec.items() if k not in ("source",)}
         spec["format"] = ARCH_FORMAT

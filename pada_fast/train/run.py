@@ -25,7 +25,8 @@ from pada_fast.files import write_text_atomic
 from pada_fast.log import get_logger, printable, set_rank
 from pada_fast.rng import seed_everything
 
-from . import distributed, resume as resume_module
+from . import distributed
+from . import resume as resume_module
 from .fault_injection import fault_from_env
 from .hooks import EpochState, default_hooks
 from .logs import EpochLog

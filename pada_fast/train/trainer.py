@@ -23,7 +23,8 @@ from pada_fast.experiment import build_model, build_samplers
 from pada_fast.log import get_logger
 
 from . import distributed
-from .resume import CHANGEABLE_KEYS as RESUME_CHANGEABLE_KEYS, IGNORED_KEYS as RESUME_IGNORED_KEYS
+from .resume import CHANGEABLE_KEYS as RESUME_CHANGEABLE_KEYS
+from .resume import IGNORED_KEYS as RESUME_IGNORED_KEYS
 from .run import TrainingRun
 from .steps import SupernetStep
 from .sync_batchnorm import convert_sync_batch_stats
