@@ -17,7 +17,10 @@ import yaml
 
 from pada_fast.errors import ConfigError
 from pada_fast.files import write_text_atomic
+from pada_fast.log import get_logger
 from pada_fast.registry import registered
+
+_log = get_logger(__name__)
 
 
 class _Loader(yaml.SafeLoader):
@@ -32,6 +35,22 @@ _Loader.yaml_implicit_resolvers = {
 _Loader.add_implicit_resolver("tag:yaml.org,2002:bool",
                               __import__("re").compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
                               list("tTfF"))
+
+
+def _unique_keys_mapping(loader, node, deep=False):
+    """A mapping whose keys are all different: YAML would silently keep the last of two."""
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} appears twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1}); "
+                "keep one", key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_keys_mapping)
 
 
 def _yaml_load(text: str):
@@ -350,11 +369,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
-            values = _yaml_load(path.read_text(encoding="utf-8")) or {}
+            values = _yaml_load(path.read_text(encoding="utf-8"))
         except UnicodeDecodeError as exc:
             raise ConfigError(f"config file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if values is None:
+            _log.warning(f"note: config file {path} is empty: every setting is its default")
+            values = {}
         apply_dict(cfg, values, source=str(path))
     for text in overrides:
         section, key, value = parse_override(text)

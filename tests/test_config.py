@@ -83,3 +83,22 @@ def test_int_fields_stay_strict_and_bad_floats_are_named():
         load_config(None, ["optim.lr=fast"])
     with pytest.raises(ConfigError, match="finite"):
         load_config(None, ["optim.lr=nan"])
+
+
+def test_a_key_given_twice_in_a_yaml_file_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("optim:\n  lr: 0.1\n  lr: 0.2\n")
+    with pytest.raises(ConfigError, match="'lr' appears twice \\(lines 2 and 3\\)"):
+        load_config(path)
+    path.write_text("optim:\n  lr: 0.1\noptim:\n  epochs: 3\n")
+    with pytest.raises(ConfigError, match="'optim' appears twice"):
+        load_config(path)
+
+
+def test_an_empty_yaml_file_says_it_uses_every_default(tmp_path, caplog):
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+    with caplog.at_level("WARNING"):
+        cfg = load_config(path)
+    assert cfg.optim.lr == load_config(None).optim.lr
+    assert "is empty: every setting is its default" in caplog.text

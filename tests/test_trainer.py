@@ -5,7 +5,10 @@ import math
 import pytest
 import torch
 
+from pathlib import Path
+
 from pada_fast.config import load_config
+from pada_fast.errors import CheckpointError, ConfigError
 from pada_fast import checkpoint
 from pada_fast.experiment import cosine_lr
 from pada_fast.train.trainer import Trainer
@@ -91,9 +94,22 @@ def test_resume_refuses_a_different_method(tmp_path):
         Trainer(other, resume=True)
 
 
-def test_resume_without_checkpoint_says_so(tmp_path):
-    with pytest.raises(FileNotFoundError, match="--resume"):
-        Trainer(small_config(tmp_path, "spos"), resume=True)
+def test_resume_without_checkpoint_says_so_and_creates_nothing(tmp_path):
+    cfg = small_config(tmp_path, "spos")
+    with pytest.raises(CheckpointError, match="--resume: .* holds no checkpoint to continue"):
+        Trainer(cfg, resume=True)
+    assert not Path(cfg.run.out_dir).exists()          # no folder, no .lock left behind
+
+
+def test_resume_with_fewer_epochs_than_done_is_refused_and_rewrites_nothing(tmp_path):
+    cfg = small_config(tmp_path, "spos", epochs=2)
+    Trainer(cfg).fit()
+    out = Path(cfg.run.out_dir)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"}
+    fewer = small_config(tmp_path, "spos", epochs=1)
+    with pytest.raises(ConfigError, match="has trained 2 epochs; --resume with optim.epochs=1 would train none"):
+        Trainer(fewer, resume=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"} == before
 
 
 def test_cosine_schedule():

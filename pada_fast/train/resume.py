@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from pada_fast import checkpoint
+from pada_fast.errors import CheckpointError, ConfigError
 from pada_fast.rng import capture_rng_state, restore_rng_state
 
 from . import distributed
@@ -73,6 +74,13 @@ def mid_epoch_progress(run, state) -> tuple[dict, dict]:
     return progress, data_state
 
 
+def check_resumable(out_dir: Path) -> None:
+    """Before anything is created: ``--resume`` needs a run folder with a checkpoint in it."""
+    if not out_dir.is_dir() or not any(out_dir.glob("checkpoint*.pt")):
+        raise CheckpointError(f"--resume: {out_dir} holds no checkpoint to continue (no checkpoint*.pt); start the "
+                              "run without --resume, or point run.out_dir at the run to continue")
+
+
 def load_checkpoint(run) -> tuple[Path, dict]:
     """Rank 0 finds the newest usable checkpoint (walking back past corrupt or truncated files,
     saying which it skipped) and sends it to the others (no shared file system needed); a missing
@@ -83,8 +91,8 @@ def load_checkpoint(run) -> tuple[Path, dict]:
             run.ckpt_manager.remove_stale_temporaries()
             found = run.ckpt_manager.latest_valid()
             if found is None:
-                raise FileNotFoundError(f"--resume given but {run.ckpt_path} does not exist; start without "
-                                        "--resume or point run.out_dir at the run to continue")
+                raise CheckpointError(f"--resume given but {run.ckpt_path} does not exist; start without "
+                                      "--resume or point run.out_dir at the run to continue")
         except (FileNotFoundError, ValueError) as exc:
             if not run.dist.enabled:
                 raise
@@ -102,6 +110,10 @@ def resume(run) -> None:
     # How the work is spread (workers, BN sync across ranks) may change on resume, like the number
     # of processes (the global batch may not); optim.epochs may grow to train longer.
     checkpoint.check_compatible(state, run.cfg, path=path, ignore=IGNORED_KEYS, sections=run.checked_sections)
+    done = int(state["epoch"])
+    if run.cfg.optim.epochs < done:
+        raise ConfigError(f"{path} has trained {done} epochs; --resume with optim.epochs={run.cfg.optim.epochs} "
+                          f"would train none and contradict it: set optim.epochs to {done} or more")
     saved = state["config"]
     for key in sorted(CHANGEABLE_KEYS):
         section, name = key.split(".")

@@ -65,6 +65,8 @@ class TrainingRun(TrainerBase):
         with distributed.report_failure(self.dist, lambda: self._where or "while setting up"):
             try:
                 if self.dist.is_main:
+                    if resume:
+                        resume_module.check_resumable(Path(cfg.run.out_dir))
                     self._lock = own_run_folder(self, Path(cfg.run.out_dir), resume, overwrite)
                 self._setup(resume)
             except BaseException:
