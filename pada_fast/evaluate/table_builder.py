@@ -23,6 +23,7 @@ from scipy.stats import kendalltau
 
 from pada_fast import ops
 from pada_fast.config import Config
+from pada_fast.errors import ConfigError
 from pada_fast.data.datasets import build_split, training_recipe
 from pada_fast.data.loader import build_loader
 from pada_fast.devices import resolve_device
@@ -50,7 +51,7 @@ def select_archs(supernet, which: str | int, seed: int = 0) -> list[tuple[int, .
         return distinct
     n = int(which)
     if not 1 <= n <= len(distinct):
-        raise ValueError(f"--archs {n}: choose between 1 and {len(distinct)} (the distinct architectures)")
+        raise ConfigError(f"--archs {n}: choose between 1 and {len(distinct)} (the distinct architectures)")
     return sorted(random.Random(seed).sample(distinct, n))
 
 
@@ -101,7 +102,7 @@ NOISE_PICKS = ("spread", "first")
 def noise_indices(n: int, k: int, pick: str) -> set[int]:
     """Which of ``n`` architectures (table order) get the second seed."""
     if pick not in NOISE_PICKS:
-        raise ValueError(f"--noise-pick {pick!r}: choose one of {', '.join(NOISE_PICKS)}")
+        raise ConfigError(f"--noise-pick {pick!r}: choose one of {', '.join(NOISE_PICKS)}")
     if pick == "first" or k == 0:
         return set(range(k))
     return {int(j * n // k) for j in range(k)}
@@ -114,9 +115,9 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     try:
         k, n = (int(v) for v in text.split("/"))
     except ValueError:
-        raise ValueError(f"--shard {text!r}: write K/N, e.g. 0/2 and 1/2 for two processes") from None
+        raise ConfigError(f"--shard {text!r}: write K/N, e.g. 0/2 and 1/2 for two processes") from None
     if not 0 <= k < n:
-        raise ValueError(f"--shard {text}: K must be between 0 and N-1 ({n - 1})")
+        raise ConfigError(f"--shard {text}: K must be between 0 and N-1 ({n - 1})")
     return k, n
 
 
@@ -145,7 +146,7 @@ def _plan(cfg: Config, which, seeds: int, noise_archs: int, noise_pick: str) -> 
     supernet = build_model(cfg, train_set.num_classes, train_set.in_channels)
     archs = select_archs(supernet, which, cfg.run.seed)
     if not 0 <= noise_archs <= len(archs):
-        raise ValueError(f"--noise-archs {noise_archs}: choose between 0 and the {len(archs)} architectures")
+        raise ConfigError(f"--noise-archs {noise_archs}: choose between 0 and the {len(archs)} architectures")
     noisy = noise_indices(len(archs), noise_archs, noise_pick)
     meta = {"dataset": d.dataset, "augment": training_recipe(d, train_set), "space": cfg.space.name,
             "C": cfg.space.C, "N": cfg.space.N, "image_size": train_set.image_size,
