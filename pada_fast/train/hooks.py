@@ -234,7 +234,6 @@ class RankingProbeHook(HookBase):
             if t.dist.is_main:
                 self.probe.write_archs(t.out_dir)
         result = self.probe.measure(t.model, None if self.previous is None else np.asarray(self.previous))
-        t.model.train()
         self.previous = result["predictions"]
         row.update(probe_tau=result["tau"], probe_p_top5=result["p_top5"], probe_stability=result["stability"])
         if p.stop_tau is not None and result["stability"] is not None:
